@@ -1,0 +1,110 @@
+"""Batch-level data path for training: whole batches by slicing a permuted index.
+
+skorch's default ``DataLoader`` fetches samples one by one and collates them; an
+image autoencoder trains faster when each batch is one indexing operation on a
+tensor kept in its compact dtype (uint8 stays uint8) and converted on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# dtypes torch indexes and converts directly; anything else trains as float32.
+_COMPACT_DTYPES = (np.uint8, np.float32, np.float16)
+
+
+def as_compact_tensor(images: np.ndarray) -> torch.Tensor:
+    """Return ``images`` as a CPU tensor, keeping uint8/float16/float32 as they are."""
+    if images.dtype not in _COMPACT_DTYPES:
+        images = images.astype(np.float32)
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:
+        images = images.copy()
+    return torch.from_numpy(images)
+
+
+class ImageBatches:
+    """Inputs, and optional targets, held as tensors with a common first axis.
+
+    Parameters
+    ----------
+    X : torch.Tensor
+        Inputs, ``(N, C, ...)``.
+    y : torch.Tensor or None
+        Targets (for image-to-image training); None means "reconstruct X".
+    """
+
+    def __init__(self, X: torch.Tensor, y: torch.Tensor | None = None):
+        self.X = X
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def subset(self, index: torch.Tensor) -> ImageBatches:
+        return ImageBatches(self.X[index], None if self.y is None else self.y[index])
+
+
+class BatchIterator:
+    """Iterate over ``(X_batch, y_batch)`` pairs, reshuffled on every pass.
+
+    Parameters
+    ----------
+    dataset : ImageBatches
+    batch_size : int
+    shuffle : bool
+    generator : torch.Generator or None
+        Source of the permutations, so that training is reproducible.
+    """
+
+    def __init__(self, dataset: ImageBatches, batch_size: int, shuffle: bool, generator=None):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        X, y = self.dataset.X, self.dataset.y
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device="cpu").to(X.device)
+            for start in range(0, n, self.batch_size):
+                index = order[start : start + self.batch_size]
+                yield X[index], None if y is None else y[index]
+        else:
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                yield X[start:stop], None if y is None else y[start:stop]
+
+
+class HoldoutSplit:
+    """skorch ``train_split``: hold out a random fraction of samples for validation.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of samples held out, in (0, 1). At least one sample is held out and
+        at least one is kept for training.
+    seed : int
+        Seed of the split.
+    """
+
+    def __init__(self, fraction: float, seed: int):
+        self.fraction = fraction
+        self.seed = seed
+
+    def __call__(self, dataset: ImageBatches, y=None, **kwargs):
+        n = len(dataset)
+        if n < 2:
+            raise ValueError(
+                f"early_stopping=True needs at least 2 samples to hold out a validation "
+                f"set; got {n}. Pass more samples or set early_stopping=False."
+            )
+        n_valid = min(max(1, round(self.fraction * n)), n - 1)
+        generator = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(n, generator=generator)
+        return dataset.subset(order[n_valid:]), dataset.subset(order[:n_valid])

@@ -1,0 +1,182 @@
+"""The convolutional autoencoder as a plain ``torch.nn`` module.
+
+Nothing here knows about scikit-learn or skorch: the module takes float tensors of
+shape ``(N, C, H, W)`` (or ``(N, C, L)`` for 1-D signals) in the data's own units and
+can be used on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda t: t}
+
+
+class ConvAutoencoder(nn.Module):
+    """Conv encoder-decoder: ``Conv(f0)-[MaxPool-Conv(fi)]...`` and its mirror.
+
+    With ``filters=(16, 8)`` this is the classic network: Conv(16)-MaxPool-Conv(8)
+    encoder and Conv(8)-Upsample-Conv(C) decoder, ``same`` padding, ReLU, and the
+    output activation. Inputs are padded so every pooling stage halves an even
+    size, and reconstructions are cropped back to the input size.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input images; the reconstruction has as many.
+    input_size : tuple of int
+        ``(height, width)`` for images, ``(length,)`` for 1-D signals.
+    filters : sequence of int, default=(16, 8)
+        Output channels of each encoder convolution; a max-pool sits between
+        consecutive ones. The last entry is the width of the convolutional code.
+    kernel_size : int, default=3
+        Size of every convolution kernel.
+    latent_dim : int or None, default=None
+        If set, a dense bottleneck of this many features follows the conv encoder.
+    output_activation : {"sigmoid", "tanh", "identity"}, default="sigmoid"
+        Applied to the decoder output, in normalised units.
+    input_shift, input_scale : sequence of float or None, default=None
+        Per-channel affine map to normalised units: ``x * scale + shift``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skconvae.nn import ConvAutoencoder
+    >>> ae = ConvAutoencoder(in_channels=1, input_size=(28, 28))
+    >>> ae.encode(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 1568])
+    >>> ae(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        input_size: Sequence[int],
+        filters: Sequence[int] = (16, 8),
+        kernel_size: int = 3,
+        latent_dim: int | None = None,
+        output_activation: str = "sigmoid",
+        input_shift: Sequence[float] | None = None,
+        input_scale: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        self.input_size = tuple(int(s) for s in input_size)
+        self.output_activation = output_activation
+        spatial = len(self.input_size)
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[spatial]
+        pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial]
+        n_pools = len(filters) - 1
+        factor = 2**n_pools
+        self.padded_size = tuple(math.ceil(s / factor) * factor for s in self.input_size)
+        self.conv_code_shape = (filters[-1], *(s // factor for s in self.padded_size))
+
+        encoder, channels = [], in_channels
+        for i, width in enumerate(filters):
+            if i:
+                encoder.append(pool(2))
+            encoder += [conv(channels, width, kernel_size, padding="same"), nn.ReLU()]
+            channels = width
+        self.encoder = nn.Sequential(*encoder)
+
+        n_conv_code = math.prod(self.conv_code_shape)
+        self.latent_dim = latent_dim
+        if latent_dim is not None:
+            self.to_latent = nn.Linear(n_conv_code, latent_dim)
+            self.from_latent = nn.Sequential(nn.Linear(latent_dim, n_conv_code), nn.ReLU())
+
+        decoder = []
+        for width in reversed(filters[1:]):
+            decoder += [
+                conv(channels, width, kernel_size, padding="same"),
+                nn.ReLU(),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+            ]
+            channels = width
+        decoder.append(conv(channels, in_channels, kernel_size, padding="same"))
+        self.decoder = nn.Sequential(*decoder)
+
+        stats_shape = (1, in_channels) + (1,) * spatial
+        shift = torch.zeros(in_channels) if input_shift is None else torch.as_tensor(input_shift)
+        scale = torch.ones(in_channels) if input_scale is None else torch.as_tensor(input_scale)
+        self.register_buffer("input_shift", shift.float().reshape(stats_shape))
+        self.register_buffer("input_scale", scale.float().reshape(stats_shape))
+
+    @property
+    def n_features_out(self) -> int:
+        """Width of the code returned by :meth:`encode`."""
+        return self.latent_dim or math.prod(self.conv_code_shape)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs from data units to the network's units."""
+        return x * self.input_scale + self.input_shift
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Map reconstructions from the network's units back to data units."""
+        return (y - self.input_shift) / self.input_scale
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode normalised inputs into flat codes of width ``n_features_out``."""
+        pad = []
+        for size, padded in zip(reversed(self.input_size), reversed(self.padded_size), strict=True):
+            extra = padded - size
+            pad += [extra // 2, extra - extra // 2]
+        if any(pad):
+            x = F.pad(x, pad)
+        code = self.encoder(x).flatten(1)
+        if self.latent_dim is not None:
+            code = self.to_latent(code)
+        return code
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode codes to reconstructions before the output activation."""
+        if self.latent_dim is not None:
+            z = self.from_latent(z)
+        out = self.decoder(z.reshape(-1, *self.conv_code_shape))
+        for dim, (size, padded) in enumerate(
+            zip(self.input_size, self.padded_size, strict=True), start=2
+        ):
+            if padded != size:
+                out = out.narrow(dim, (padded - size) // 2, size)
+        return out
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Apply the output activation."""
+        return _ACTIVATIONS[self.output_activation](logits)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode codes to reconstructions in normalised units."""
+        return self.activate(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct normalised inputs, in normalised units."""
+        return self.decode(self.encode(x))
+
+
+class ReconstructionLoss(nn.Module):
+    """Reconstruction loss computed from decoder logits.
+
+    Parameters
+    ----------
+    loss : {"mse", "bce"}
+        Mean squared error of the activated output, or binary cross-entropy
+        computed stably from the logits (targets must lie in [0, 1]).
+    output_activation : {"sigmoid", "tanh", "identity"}
+        The decoder's output activation, applied before the MSE.
+    """
+
+    def __init__(self, loss: str = "mse", output_activation: str = "sigmoid"):
+        super().__init__()
+        self.loss = loss
+        self.output_activation = output_activation
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss == "bce":
+            return F.binary_cross_entropy_with_logits(logits.float(), target)
+        return F.mse_loss(_ACTIVATIONS[self.output_activation](logits.float()), target)

@@ -1,0 +1,423 @@
+"""ConvAutoencoderTransformer: a scikit-learn transformer backed by a conv autoencoder."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.utils import noop
+
+from ._data import HoldoutSplit, as_compact_tensor
+from ._layout import ImageLayout, check_sample_shape, flatten_samples, infer_layout
+from ._net import AutoencoderNet
+from ._network import ConvAutoencoder, ReconstructionLoss
+from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+
+class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Convolutional autoencoder as a scikit-learn transformer.
+
+    ``fit`` trains a conv encoder-decoder (a PyTorch module, trained by a skorch
+    net) to reconstruct its input; ``transform`` returns the encoder's code as
+    features; ``inverse_transform`` decodes codes back to images in the units and
+    layout of the training data.
+
+    Parameters
+    ----------
+    image_shape : tuple of int or None, default=None
+        How a flat row folds into an image: ``(height, width)`` or
+        ``(height, width, channels)``, in the order ``images.reshape(n, -1)``
+        produces from ``(n, height, width, channels)`` images. ``None``: a square
+        number of features becomes a square grey image, any other number a 1-D
+        signal of height 1 (trained with 1-D convolutions). Ignored for 3-D and
+        4-D input, whose shape is read from the array (it must agree if given).
+    channels : {"auto", "last", "first"}, default="auto"
+        Where 4-D input keeps its channels: ``"last"`` for ``(N, H, W, C)``,
+        ``"first"`` for ``(N, C, H, W)``. ``"auto"`` takes the smaller of axes 1
+        and 3 as channels, and channels-last on a tie.
+    filters : tuple of int, default=(16, 8)
+        Output channels of the encoder's convolutions, with a 2x max-pool between
+        consecutive ones; the decoder mirrors them with 2x upsampling. The
+        default is the classic Conv(16)-MaxPool-Conv(8) / Conv(8)-Upsample-Conv(C)
+        network.
+    kernel_size : int, default=3
+        Size of every (``same``-padded) convolution kernel.
+    latent_dim : int or None, default=None
+        ``None``: the code is the flattened last feature map
+        (``filters[-1] * height * width / 4 ** (len(filters) - 1)`` features).
+        An int adds a dense bottleneck of that many features.
+    loss : {"mse", "bce"}, default="mse"
+        Reconstruction loss: mean squared error, or binary cross-entropy (for
+        data in [0, 1] after scaling).
+    scaling : {"minmax", "symmetric"} or None, default="minmax"
+        ``"minmax"`` maps each channel to [0, 1] with the minimum and maximum
+        learned at ``fit`` (sigmoid output); ``"symmetric"`` maps to [-1, 1]
+        (tanh output); ``None`` trains on the data as it is (linear output, or
+        sigmoid with ``loss="bce"``).
+    max_epochs : int, default=20
+        Number of passes over the training data.
+    batch_size : int, default=128
+        Training mini-batch size.
+    lr : float, default=1e-3
+        Learning rate.
+    optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
+        Optimizer used for training.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data, stop when its loss
+        has not improved for ``n_iter_no_change`` epochs, and keep the best weights.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
+    device : str, default="auto"
+        Torch device: ``"auto"`` uses CUDA when available (decided at ``fit``),
+        else the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and the validation split. With an
+        int, refits on the CPU give identical results. ``fit`` leaves the global
+        NumPy and torch random states as it found them.
+    verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table and a progress bar.
+    callbacks : list of skorch callbacks or None, default=None
+        Extra skorch callbacks (instances or ``(name, callback)`` pairs), copied
+        at each ``fit``.
+    warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit`` instead of
+        starting afresh (when the image geometry is unchanged).
+
+    Attributes
+    ----------
+    net_ : skconvae.AutoencoderNet
+        The trained skorch net; ``net_.module_`` is the
+        :class:`skconvae.nn.ConvAutoencoder` and ``net_.history`` its training log.
+    image_shape_ : tuple of int
+        ``(channels, height, width)`` of the images as trained.
+    code_shape_ : tuple of int
+        Shape of the code: ``(latent_dim,)`` or the conv code's ``(C, H, W)``.
+    data_min_, data_max_ : ndarray of shape (channels,)
+        Per-channel extremes of the training data, used by ``scaling``.
+    device_ : str
+        The device the network was trained on.
+    n_features_in_ : int
+        Number of features per sample seen during ``fit`` (pixels x channels).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a DataFrame passed to ``fit``.
+
+    See Also
+    --------
+    sklearn.decomposition.PCA : Linear, much faster, a good baseline.
+    sklearn.neural_network.BernoulliRBM : A shallow, dense generative model.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skconvae import ConvAutoencoderTransformer
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> ae = ConvAutoencoderTransformer(latent_dim=16, max_epochs=2, random_state=0)
+    >>> ae.fit_transform(X).shape
+    (1797, 16)
+    >>> ae.inverse_transform(ae.transform(X[:3])).shape
+    (3, 64)
+    >>> ae.image_shape_
+    (1, 8, 8)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "image_shape": [None, tuple, list],
+        "channels": [StrOptions({"auto", "last", "first"})],
+        "filters": [tuple, list],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "latent_dim": [None, Interval(Integral, 1, None, closed="left")],
+        "loss": [StrOptions({"mse", "bce"})],
+        "scaling": [None, StrOptions({"minmax", "symmetric"})],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [None, list],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        image_shape=None,
+        channels="auto",
+        filters=(16, 8),
+        kernel_size=3,
+        latent_dim=None,
+        loss="mse",
+        scaling="minmax",
+        max_epochs=20,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        callbacks=None,
+        warm_start=False,
+    ):
+        self.image_shape = image_shape
+        self.channels = channels
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.latent_dim = latent_dim
+        self.loss = loss
+        self.scaling = scaling
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.warm_start = warm_start
+
+    # -- fitting ---------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder to reconstruct ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n_samples, height, width) \
+                or 4-D images
+            Training images: flat rows (ndarray or DataFrame), grey images, or
+            images with channels (see ``channels``). Any numeric dtype.
+        y : None
+            Ignored; accepted so the transformer can sit before a classifier.
+
+        Returns
+        -------
+        self : ConvAutoencoderTransformer
+            The fitted transformer.
+        """
+        with restore_on_error(self):
+            self._fit(X)
+        return self
+
+    def _fit(self, X):
+        filters = _check_filters(self.filters)
+        flat, sample_shape = flatten_samples(X)
+        flat = validate_data(self, flat, reset=True, dtype="numeric")
+        layout = infer_layout(sample_shape or flat.shape[1:], self.image_shape, self.channels)
+        images = layout.to_nchw(flat)
+        data_min, data_max = _channel_extremes(images)
+        shift, scale, activation = self._scaling_for(data_min, data_max)
+        device = resolve_device(self.device)
+        seed = draw_seed(self.random_state)
+        continuing = (
+            self.warm_start and hasattr(self, "net_") and getattr(self, "_layout", None) == layout
+        )
+
+        with seeded_torch(seed, device):
+            if continuing:
+                net = copy.deepcopy(self.net_)
+            else:
+                net = self._build_net(layout, filters, shift, scale, activation, device, seed)
+                net.initialize()
+            net.partial_fit(as_compact_tensor(images))
+
+        self.net_ = net
+        self._layout = layout
+        self.image_shape_ = layout.chw
+        self.code_shape_ = (
+            (self.latent_dim,) if self.latent_dim else tuple(net.module_.conv_code_shape)
+        )
+        if not continuing:
+            self.data_min_, self.data_max_ = data_min, data_max
+        self.device_ = device
+
+    def _scaling_for(self, data_min, data_max):
+        """Per-channel ``shift``/``scale`` to the network's units, and the output activation."""
+        if self.scaling is None:
+            if self.loss == "bce" and (data_min.min() < 0 or data_max.max() > 1):
+                raise ValueError(
+                    f"loss='bce' needs data in [0, 1], but X spans [{data_min.min():g}, "
+                    f"{data_max.max():g}] and scaling=None. Use scaling='minmax' or loss='mse'."
+                )
+            ones = np.ones_like(data_min)
+            return 0 * ones, ones, "sigmoid" if self.loss == "bce" else "identity"
+        if self.scaling == "symmetric" and self.loss == "bce":
+            raise ValueError(
+                "loss='bce' needs targets in [0, 1], but scaling='symmetric' maps the data "
+                "to [-1, 1]. Use scaling='minmax' with loss='bce', or loss='mse'."
+            )
+        span = data_max - data_min
+        span[span == 0] = 1.0
+        if self.scaling == "minmax":
+            scale = 1.0 / span
+            return -data_min * scale, scale, "sigmoid"
+        scale = 2.0 / span
+        return -data_min * scale - 1.0, scale, "tanh"
+
+    def _build_net(self, layout: ImageLayout, filters, shift, scale, activation, device, seed):
+        input_size = (layout.width,) if layout.is_signal else (layout.height, layout.width)
+        callbacks = []
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        patience=self.n_iter_no_change,
+                        load_best=True,
+                        sink=print if self.verbose else noop,
+                    ),
+                )
+            )
+        if self.verbose:
+            callbacks.append(("progress_bar", ProgressBar()))
+        callbacks += copy.deepcopy(self.callbacks or [])
+        optimizer = _OPTIMIZERS.get(self.optimizer, self.optimizer)
+        return AutoencoderNet(
+            ConvAutoencoder,
+            module__in_channels=layout.channels,
+            module__input_size=input_size,
+            module__filters=filters,
+            module__kernel_size=self.kernel_size,
+            module__latent_dim=self.latent_dim,
+            module__output_activation=activation,
+            module__input_shift=shift.tolist(),
+            module__input_scale=scale.tolist(),
+            criterion=ReconstructionLoss,
+            criterion__loss=self.loss,
+            criterion__output_activation=activation,
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=(
+                HoldoutSplit(self.validation_fraction, seed) if self.early_stopping else None
+            ),
+            callbacks=callbacks,
+            device=device,
+            verbose=int(self.verbose),
+            seed=seed,
+        )
+
+    # -- using the fitted model ----------------------------------------------------------
+
+    def _validate_images(self, X) -> np.ndarray:
+        """Check X against the fitted layout and return ``(N, C, H, W)`` images."""
+        check_is_fitted(self)
+        flat, sample_shape = flatten_samples(X)
+        check_sample_shape(self._layout, sample_shape)
+        flat = validate_data(self, flat, reset=False, dtype="numeric")
+        return self._layout.to_nchw(flat)
+
+    def transform(self, X):
+        """Encode ``X`` into the autoencoder's code.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+            Images in the layout used at ``fit`` (or flattened rows of them).
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_features_out), dtype float32
+        """
+        return self.net_.encode(self._validate_images(X))
+
+    def inverse_transform(self, X):
+        """Decode codes back to images in the units and layout of the training data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_out)
+            Codes, as returned by :meth:`transform`.
+
+        Returns
+        -------
+        images : ndarray, dtype float32
+            ``(n_samples, n_features_in_)`` if the training data was flat, else
+            images shaped like the training data's samples.
+        """
+        check_is_fitted(self)
+        codes = check_array(X, dtype=np.float32, input_name="X")
+        if codes.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"X has {codes.shape[1]} features, but this {type(self).__name__} decodes "
+                f"codes of {self._n_features_out} features (the width of transform's "
+                "output). Pass the output of transform."
+            )
+        return self._layout.from_nchw(self.net_.decode(codes, self.image_shape_))
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error, in the units of ``X``.
+
+        Higher is better, so ``GridSearchCV`` can tune the autoencoder alone.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+            Images to reconstruct.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return -float(np.mean(self.net_.reconstruction_errors(self._validate_images(X))))
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(np.prod(self.code_shape_))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def _check_filters(filters) -> tuple[int, ...]:
+    values = tuple(filters)
+    if not values or not all(isinstance(f, Integral) and f >= 1 for f in values):
+        raise ValueError(
+            f"filters must be a non-empty sequence of positive integers, such as (16, 8); "
+            f"got {filters!r}."
+        )
+    return tuple(int(f) for f in values)
+
+
+def _channel_extremes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    axes = (0, 2, 3)
+    return (
+        images.min(axis=axes).astype(np.float64),
+        images.max(axis=axes).astype(np.float64),
+    )
