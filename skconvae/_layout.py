@@ -172,7 +172,10 @@ def flatten_samples(X):
     through untouched for scikit-learn's validation to judge; ``sample_shape`` is
     then None.
     """
-    if hasattr(X, "iloc") or hasattr(X, "tocsr") or hasattr(X, "to_dense"):
+    if hasattr(X, "iloc"):
+        _check_numeric_columns(X)
+        return X, None
+    if hasattr(X, "tocsr") or hasattr(X, "to_dense"):
         return X, None
     if not hasattr(X, "shape"):
         X = np.asarray(X)
@@ -188,6 +191,22 @@ def flatten_samples(X):
     return X.reshape(X.shape[0], -1), tuple(X.shape[1:])
 
 
+def _check_numeric_columns(df) -> None:
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [
+        name
+        for name, dtype in df.dtypes.items()
+        if not (is_numeric_dtype(dtype) or is_bool_dtype(dtype))
+    ]
+    if bad:
+        shown = ", ".join(repr(name) for name in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(
+            f"X has {len(bad)} non-numeric column(s): {shown}. An autoencoder needs "
+            "pixel values: drop or encode these columns, e.g. with df.select_dtypes('number')."
+        )
+
+
 def check_sample_shape(layout: ImageLayout, sample_shape: tuple[int, ...] | None) -> None:
     """Raise a ValueError if N-D input does not match the fitted images."""
     if sample_shape is None:
@@ -195,8 +214,7 @@ def check_sample_shape(layout: ImageLayout, sample_shape: tuple[int, ...] | None
     accepted = layout.accepted_sample_shapes()
     if sample_shape not in accepted:
         raise ValueError(
-            f"X holds images of shape {sample_shape} per sample, but the autoencoder "
-            f"was fitted on images of shape {accepted[0] if layout.input_ndim > 2 else layout.chw}"
-            f" (accepted per-sample shapes: {accepted}, or flat rows of "
-            f"{layout.n_features} features)."
+            f"X holds samples of shape {sample_shape}, but this autoencoder was fitted on "
+            f"images that arrive as per-sample shapes {accepted} or as flat rows of "
+            f"{layout.n_features} features. Pass images of the fitted size and layout."
         )

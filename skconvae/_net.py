@@ -41,6 +41,10 @@ class AutoencoderNet(NeuralNet):
             self.module_.to(memory_format=torch.channels_last)
         return self
 
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        # Leave the module in eval mode: inference must not change the fitted state.
+        self._set_training(False)
+
     def get_dataset(self, X, y=None):
         if isinstance(X, ImageBatches):
             return X

@@ -351,7 +351,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         -------
         codes : ndarray of shape (n_samples, n_features_out), dtype float32
         """
-        return self.net_.encode(self._validate_images(X))
+        images = self._validate_images(X)
+        return self.net_.encode(images)
 
     def inverse_transform(self, X):
         """Decode codes back to images in the units and layout of the training data.
@@ -393,7 +394,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         -------
         score : float
         """
-        return -float(np.mean(self.net_.reconstruction_errors(self._validate_images(X))))
+        images = self._validate_images(X)
+        return -float(np.mean(self.net_.reconstruction_errors(images)))
 
     @property
     def _n_features_out(self) -> int:

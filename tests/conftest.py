@@ -15,7 +15,7 @@ FAST = {"max_epochs": 2, "filters": (4, 2), "batch_size": 64, "random_state": 0}
 
 @pytest.fixture(autouse=True)
 def _seed_rngs():
-    np.random.seed(0)  # noqa: NPY002 - code under test may use the legacy global RNG
+    np.random.seed(0)
     torch.manual_seed(0)
 
 

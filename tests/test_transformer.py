@@ -1,0 +1,421 @@
+"""ConvAutoencoderTransformer on real images: layouts, units, sklearn workflows."""
+
+import io
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_sample_images
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from skconvae import ConvAutoencoderTransformer
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    X, _ = digits
+    return ConvAutoencoderTransformer(**FAST).fit(X)
+
+
+@pytest.fixture(scope="module")
+def photo_patches():
+    """32 real RGB patches of 11x13 pixels cut from china.jpg, uint8 NHWC."""
+    china = load_sample_images().images[0]
+    rows = np.arange(0, 32 * 11, 11)
+    return np.stack([china[r : r + 11, 100 : 100 + 13] for r in rows])
+
+
+def test_default_network_is_the_classic_one(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(max_epochs=1, random_state=0).fit(X)
+    module = ae.net_.module_
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 16, (3, 3)),
+        (16, 8, (3, 3)),
+        (8, 8, (3, 3)),
+        (8, 1, (3, 3)),
+    ]
+    assert all(c.padding == "same" for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in module.modules()) == 1
+    assert sum(isinstance(m, torch.nn.Upsample) for m in module.modules()) == 1
+    # The code is the flattened 8-channel 4x4 feature map of an 8x8 digit.
+    assert ae.code_shape_ == (8, 4, 4)
+    assert ae.transform(X[:5]).shape == (5, 128)
+
+
+def test_fit_learns_to_reconstruct_digits(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(max_epochs=15, random_state=0).fit(X)
+    losses = ae.net_.history[:, "train_loss"]
+    assert losses[-1] < 0.5 * losses[0]
+    # Better than predicting the mean image for every digit.
+    baseline = np.mean((X - X.mean(axis=0)) ** 2)
+    assert -ae.score(X) < 0.5 * baseline
+
+
+def test_transform_dtype_shape_and_feature_names(fitted, digits):
+    X, _ = digits
+    Z = fitted.transform(X[:7])
+    assert Z.dtype == np.float32
+    assert Z.shape == (7, 2 * 4 * 4)
+    names = fitted.get_feature_names_out()
+    assert names[0] == "convautoencodertransformer0"
+    assert len(names) == Z.shape[1]
+
+
+def test_score_is_negative_mse_in_input_units(fitted, digits):
+    X, _ = digits
+    recon = fitted.inverse_transform(fitted.transform(X))
+    expected = -np.mean((recon.astype(np.float64) - X) ** 2)
+    assert fitted.score(X) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("latent_dim", [None, 3])
+def test_latent_dim_sets_code_width(digits, latent_dim):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**{**FAST, "latent_dim": latent_dim}).fit(X)
+    width = 3 if latent_dim else 2 * 4 * 4
+    assert ae.transform(X).shape == (len(X), width)
+    assert ae.inverse_transform(np.zeros((2, width))).shape == (2, 64)
+
+
+def test_deeper_network_and_kernel_size(mnist):
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(
+        filters=(4, 4, 2), kernel_size=5, max_epochs=1, random_state=0
+    ).fit(images[:256])
+    # Two poolings: 28 -> 14 -> 7.
+    assert ae.code_shape_ == (2, 7, 7)
+    assert ae.inverse_transform(ae.transform(images[:3])).shape == (3, 28, 28)
+
+
+# -- layouts and units -----------------------------------------------------------------
+
+
+def _round_trip(X, **params):
+    ae = ConvAutoencoderTransformer(**{**FAST, **params}).fit(X)
+    return ae, ae.inverse_transform(ae.transform(X))
+
+
+def test_flat_in_flat_out(digits):
+    X, _ = digits
+    ae, recon = _round_trip(X)
+    assert recon.shape == X.shape
+    assert ae.image_shape_ == (1, 8, 8)
+
+
+def test_uint8_images_come_back_in_0_255(mnist):
+    images, _ = mnist
+    ae, recon = _round_trip(images[:500], max_epochs=3)
+    assert recon.shape == (500, 28, 28)
+    assert recon.dtype == np.float32
+    assert 0 <= recon.min() and recon.max() <= 255
+    # In 0-255 units: far above the [0, 1] range.
+    assert recon.max() > 50
+    np.testing.assert_allclose(ae.data_min_, [0])
+    np.testing.assert_allclose(ae.data_max_, [255])
+
+
+def test_nhwc_in_nhwc_out(photo_patches):
+    ae, recon = _round_trip(photo_patches)
+    assert ae.image_shape_ == (3, 11, 13)
+    assert recon.shape == photo_patches.shape
+    assert ae.net_.module_.encoder[0].in_channels == 3
+
+
+def test_nchw_in_nchw_out(photo_patches):
+    nchw = photo_patches.transpose(0, 3, 1, 2)
+    ae, recon = _round_trip(nchw)
+    assert ae.image_shape_ == (3, 11, 13)
+    assert recon.shape == nchw.shape
+
+
+def test_channels_parameter_overrides_auto(photo_patches):
+    # Read as channels-first, the 11x13x3 patches become 11 channels of 13x3.
+    ae = ConvAutoencoderTransformer(**FAST, channels="first").fit(photo_patches)
+    assert ae.image_shape_ == (11, 13, 3)
+
+
+def test_flat_rgb_with_image_shape(photo_patches):
+    flat = photo_patches.reshape(len(photo_patches), -1)
+    ae, recon = _round_trip(flat, image_shape=(11, 13, 3))
+    assert ae.image_shape_ == (3, 11, 13)
+    assert recon.shape == flat.shape
+    # The same weights seen through NHWC input give the same codes as flat rows.
+    np.testing.assert_array_equal(ae.transform(photo_patches), ae.transform(flat))
+
+
+def test_nd_and_flat_input_are_interchangeable(mnist):
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(**FAST).fit(images[:200])
+    np.testing.assert_array_equal(
+        ae.transform(images[:50]), ae.transform(images[:50].reshape(50, -1))
+    )
+
+
+def test_dataframe_input_keeps_feature_names_and_index(digits):
+    X, _ = digits
+    columns = [f"px{i}" for i in range(64)]
+    df = pd.DataFrame(X[:300], columns=columns, index=np.arange(1000, 1300))
+    ae = ConvAutoencoderTransformer(**FAST).set_output(transform="pandas").fit(df)
+    np.testing.assert_array_equal(ae.feature_names_in_, columns)
+    out = ae.transform(df)
+    assert isinstance(out, pd.DataFrame)
+    pd.testing.assert_index_equal(out.index, df.index)
+    assert list(out.columns) == list(ae.get_feature_names_out())
+    # inverse_transform accepts the DataFrame of codes.
+    assert ae.inverse_transform(out).shape == (300, 64)
+
+
+def test_non_square_rows_become_1d_signals(digits):
+    X, _ = digits
+    signals = X[:, :60]  # 60 is not a square: a length-60 signal
+    ae, recon = _round_trip(signals)
+    assert ae.image_shape_ == (1, 1, 60)
+    assert isinstance(ae.net_.module_.encoder[0], torch.nn.Conv1d)
+    assert recon.shape == signals.shape
+
+
+def test_multichannel_signals(digits):
+    X, _ = digits
+    signals = X.reshape(len(X), 1, 16, 4)  # (N, H=1, W=16, C=4): 4-channel signals
+    ae, recon = _round_trip(signals, channels="last")
+    assert ae.image_shape_ == (4, 1, 16)
+    assert recon.shape == signals.shape
+
+
+@pytest.mark.parametrize(
+    "side, n_filters",
+    [(25, 2), (7, 3), (1, 2), (3, 4)],
+    ids=["25x25-faces-size", "7x7-three-stages", "1x1", "3x3-four-stages"],
+)
+def test_odd_and_tiny_sizes_pad_and_crop(mnist, side, n_filters):
+    images, _ = mnist
+    crops = images[:64, 2 : 2 + side, 3 : 3 + side]
+    ae, recon = _round_trip(crops, filters=(3,) * n_filters)
+    assert ae.image_shape_ == (1, side, side)
+    assert recon.shape == crops.shape
+
+
+def test_lfw_faces(request):
+    skimage_data = pytest.importorskip("skimage.data")
+    faces = skimage_data.lfw_subset()  # 200 real 25x25 grey faces in [0, 1]
+    ae, recon = _round_trip(faces, loss="bce", max_epochs=20, filters=(8, 4), batch_size=16)
+    assert recon.shape == faces.shape
+    # Better than predicting the mean face.
+    assert -ae.score(faces) < np.mean((faces - faces.mean(axis=0)) ** 2)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.int16, np.int64, np.float16, np.float32, np.float64]
+)
+def test_dtypes(digits, dtype):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST).fit(X.astype(dtype))
+    Z = ae.transform(X.astype(dtype))
+    assert Z.dtype == np.float32
+    ref = ConvAutoencoderTransformer(**FAST).fit(X).transform(X)
+    np.testing.assert_allclose(Z, ref, rtol=1e-2, atol=1e-2)
+
+
+def test_read_only_memmap(tmp_path, mnist):
+    images, _ = mnist
+    path = tmp_path / "images.npy"
+    np.save(path, images[:300])
+    mm = np.load(path, mmap_mode="r")
+    ae = ConvAutoencoderTransformer(**FAST).fit(mm)
+    np.testing.assert_array_equal(ae.transform(mm), ae.transform(images[:300]))
+
+
+@pytest.mark.parametrize("scaling", ["minmax", "symmetric", None])
+def test_scaling_modes_reconstruct_in_input_units(digits, scaling):
+    X, _ = digits
+    ae, recon = _round_trip(X, scaling=scaling, max_epochs=5, filters=(8, 4))
+    activation = {"minmax": "sigmoid", "symmetric": "tanh", None: "identity"}[scaling]
+    assert ae.net_.module_.output_activation == activation
+    if scaling is not None:
+        assert -0.01 <= recon.min() and recon.max() <= 16.01
+    assert -ae.score(X) < np.var(X)
+
+
+def test_bce_loss_trains(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**{**FAST, "max_epochs": 5}, loss="bce").fit(X)
+    losses = ae.net_.history[:, "train_loss"]
+    assert losses[-1] < losses[0]
+
+
+# -- training controls --------------------------------------------------------------------
+
+
+def test_same_random_state_same_output_and_global_rng_untouched(digits):
+    X, _ = digits
+    np_state = np.random.get_state()[1].copy()
+    torch_state = torch.get_rng_state().clone()
+    a = ConvAutoencoderTransformer(**FAST).fit(X).transform(X)
+    b = ConvAutoencoderTransformer(**FAST).fit(X).transform(X)
+    np.testing.assert_array_equal(a, b)
+    c = ConvAutoencoderTransformer(**{**FAST, "random_state": 1}).fit(X).transform(X)
+    assert not np.allclose(a, c)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    ConvAutoencoderTransformer(**{**FAST, "random_state": None}).fit(X)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_silent_by_default_and_verbose_prints_table(digits, capsys):
+    X, _ = digits
+    ConvAutoencoderTransformer(**FAST, early_stopping=True).fit(X)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    ConvAutoencoderTransformer(**FAST, verbose=1).fit(X)
+    captured = capsys.readouterr()
+    assert "train_loss" in captured.out and "epoch" in captured.out
+
+
+def test_early_stopping_holds_out_and_keeps_best(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(
+        **{**FAST, "max_epochs": 30}, early_stopping=True, n_iter_no_change=2, lr=0.05
+    ).fit(X)
+    history = ae.net_.history
+    valid = history[:, "valid_loss"]
+    assert len(valid) <= 30
+    batches = history[-1, "batches"]
+    n_valid = sum(b.get("valid_batch_size", 0) for b in batches)
+    n_train = sum(b.get("train_batch_size", 0) for b in batches)
+    assert (n_train, n_valid) == (len(X) - 180, 180)
+    if len(valid) < 30:
+        # Stopped early: the best epoch is n_iter_no_change before the end.
+        assert np.argmin(valid) == len(valid) - 3
+
+
+def test_warm_start_continues_training(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST, warm_start=True).fit(X)
+    net = ae.net_
+    ae.fit(X)
+    assert len(ae.net_.history) == 2 * FAST["max_epochs"]
+    assert ae.net_ is not net  # trained on a copy, swapped in on success
+    cold = ConvAutoencoderTransformer(**FAST).fit(X)
+    cold.fit(X)
+    assert len(cold.net_.history) == FAST["max_epochs"]
+
+
+def test_callbacks_are_passed_to_skorch(digits):
+    from skorch.callbacks import Callback
+
+    class CountEpochs(Callback):
+        def initialize(self):
+            self.count = 0
+            return self
+
+        def on_epoch_end(self, net, **kwargs):
+            self.count += 1
+
+    counter = CountEpochs()
+    ae = ConvAutoencoderTransformer(**FAST, callbacks=[("count", counter)]).fit(X := digits[0])
+    assert dict(ae.net_.callbacks_)["count"].count == FAST["max_epochs"]
+    assert not hasattr(counter, "count")  # the user's instance is left untouched
+    assert ae.transform(X).shape[0] == len(X)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "rmsprop", torch.optim.Adagrad])
+def test_optimizers(digits, optimizer):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST, optimizer=optimizer).fit(X)
+    expected = {"adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}.get(
+        optimizer, optimizer if not isinstance(optimizer, str) else torch.optim.RMSprop
+    )
+    assert isinstance(ae.net_.optimizer_, expected)
+
+
+def test_device_auto_is_decided_at_fit(digits):
+    ae = ConvAutoencoderTransformer(**FAST)
+    assert ae.device == "auto"
+    ae.fit(digits[0])
+    assert ae.device == "auto"
+    assert ae.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# -- scikit-learn workflows -------------------------------------------------------------
+
+
+def test_pipeline_with_svc_classifies_digits(digits):
+    X, y = digits
+    pipe = Pipeline(
+        [
+            ("ae", ConvAutoencoderTransformer(max_epochs=10, random_state=0)),
+            ("scale", StandardScaler()),
+            ("clf", SVC()),
+        ]
+    )
+    pipe.fit(X[:1200], y[:1200])
+    assert pipe.score(X[1200:], y[1200:]) > 0.8
+
+
+def test_cross_val_score(digits):
+    X, y = digits
+    pipe = Pipeline([("ae", ConvAutoencoderTransformer(**FAST)), ("clf", SVC())])
+    scores = cross_val_score(pipe, X, y, cv=3)
+    assert scores.shape == (3,)
+    assert scores.min() > 0.5
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_grid_search_on_reconstruction_score(digits, n_jobs):
+    X, _ = digits
+    search = GridSearchCV(
+        ConvAutoencoderTransformer(**{**FAST, "filters": (8, 4)}),
+        {"latent_dim": [2, 24]},
+        cv=2,
+        n_jobs=n_jobs,
+    )
+    search.fit(X)
+    # A wider code reconstructs better.
+    assert search.best_params_ == {"latent_dim": 24}
+    assert search.best_estimator_.transform(X[:4]).shape == (4, 24)
+
+
+def test_clone_is_unfitted_with_same_params(fitted):
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "net_")
+
+
+@pytest.mark.parametrize("dump, load", [(pickle.dumps, pickle.loads), ("joblib", "joblib")])
+def test_pickle_and_joblib_round_trip(fitted, digits, dump, load):
+    X, _ = digits
+    if dump == "joblib":
+        buffer = io.BytesIO()
+        joblib.dump(fitted, buffer)
+        buffer.seek(0)
+        restored = joblib.load(buffer)
+    else:
+        restored = load(dump(fitted))
+    np.testing.assert_array_equal(restored.transform(X), fitted.transform(X))
+    Z = fitted.transform(X[:5])
+    np.testing.assert_array_equal(restored.inverse_transform(Z), fitted.inverse_transform(Z))
+
+
+def test_mnist_held_out_reconstruction(mnist):
+    """A short fit on real MNIST reconstructs unseen digits far better than the mean."""
+    images, _ = mnist
+    train, test = images[:2000], images[9000:]
+    ae = ConvAutoencoderTransformer(max_epochs=3, batch_size=32, lr=3e-3, random_state=0)
+    ae.fit(train)
+    assert ae.transform(test).shape == (1000, 8 * 14 * 14)
+    flat = test.reshape(len(test), -1).astype(np.float64)
+    mean_image_mse = np.mean((flat - train.reshape(len(train), -1).mean(axis=0)) ** 2)
+    assert -ae.score(test) < 0.25 * mean_image_mse
