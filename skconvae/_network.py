@@ -154,6 +154,10 @@ class ConvAutoencoder(nn.Module):
         """Decode codes to reconstructions in normalised units."""
         return self.activate(self.decode_logits(z))
 
+    def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct normalised inputs, before the output activation."""
+        return self.decode_logits(self.encode(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct normalised inputs, in normalised units."""
         return self.decode(self.encode(x))

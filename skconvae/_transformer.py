@@ -21,7 +21,7 @@ from skorch.utils import noop
 
 from ._data import HoldoutSplit, as_compact_tensor
 from ._layout import ImageLayout, check_sample_shape, flatten_samples, infer_layout
-from ._net import AutoencoderNet
+from ._net import AutoencoderNet, cuda_autotune
 from ._network import ConvAutoencoder, ReconstructionLoss
 from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
 
@@ -91,6 +91,12 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
     device : str, default="auto"
         Torch device: ``"auto"`` uses CUDA when available (decided at ``fit``),
         else the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` trains and encodes under autocast (mixed precision): faster
+        on GPUs with bf16 tensor cores; weights and outputs stay float32.
+    compile : bool, default=False
+        Compile the network's encode/decode with ``torch.compile`` at first use.
+        Compilation takes tens of seconds; it pays off for long fits.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and the validation split. With an
         int, refits on the CPU give identical results. ``fit`` leaves the global
@@ -157,6 +163,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
+        "precision": [StrOptions({"float32", "bfloat16"})],
+        "compile": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [None, list],
@@ -181,6 +189,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         validation_fraction=0.1,
         n_iter_no_change=5,
         device="auto",
+        precision="float32",
+        compile=False,
         random_state=None,
         verbose=0,
         callbacks=None,
@@ -201,6 +211,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.device = device
+        self.precision = precision
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -244,7 +256,7 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
             self.warm_start and hasattr(self, "net_") and getattr(self, "_layout", None) == layout
         )
 
-        with seeded_torch(seed, device):
+        with seeded_torch(seed, device), cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = copy.deepcopy(self.net_)
             else:
@@ -327,6 +339,8 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
             device=device,
             verbose=int(self.verbose),
             seed=seed,
+            precision=self.precision,
+            compile=self.compile,
         )
 
     # -- using the fitted model ----------------------------------------------------------

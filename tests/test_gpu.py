@@ -1,0 +1,78 @@
+"""CUDA paths; every test here skips cleanly on a machine without a GPU."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from skconvae import ConvAutoencoderTransformer
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_model(mnist):
+    images, _ = mnist
+    return ConvAutoencoderTransformer(latent_dim=16, max_epochs=2, random_state=0).fit(
+        images[:2000]
+    )
+
+
+def test_auto_device_trains_on_cuda_with_data_resident(gpu_model, mnist):
+    images, _ = mnist
+    assert gpu_model.device_ == "cuda"
+    assert next(gpu_model.net_.module_.parameters()).is_cuda
+    codes = gpu_model.transform(images[:100])
+    assert codes.shape == (100, 16) and codes.dtype == np.float32
+    assert -gpu_model.score(images[9000:]) < np.var(images[9000:].astype(float))
+
+
+def test_bfloat16_on_cuda(mnist):
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(max_epochs=2, precision="bfloat16", random_state=0)
+    ae.fit(images[:2000])
+    assert np.isfinite(ae.transform(images[:10])).all()
+
+
+def test_cuda_and_cpu_agree(gpu_model, mnist, tmp_path):
+    images, _ = mnist
+    cpu_copy = pickle.loads(pickle.dumps(gpu_model))
+    cpu_copy.net_.set_params(device="cpu")
+    cpu_copy.net_.module_.to("cpu")
+    np.testing.assert_allclose(
+        cpu_copy.transform(images[:50]), gpu_model.transform(images[:50]), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_gpu_model_unpickles_and_transforms_without_cuda(gpu_model, mnist, tmp_path):
+    images, _ = mnist
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(gpu_model))
+    np.save(tmp_path / "x.npy", images[:20])
+    np.save(tmp_path / "expected.npy", gpu_model.transform(images[:20]))
+    script = f"""
+import pickle, warnings, numpy as np, torch
+assert not torch.cuda.is_available()
+warnings.simplefilter("ignore")
+ae = pickle.load(open({str(tmp_path / "model.pkl")!r}, "rb"))
+codes = ae.transform(np.load({str(tmp_path / "x.npy")!r}))
+np.testing.assert_allclose(codes, np.load({str(tmp_path / "expected.npy")!r}), rtol=1e-3, atol=1e-3)
+print("ok", ae.net_.device)
+"""
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok cpu"

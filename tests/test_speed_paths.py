@@ -1,0 +1,82 @@
+"""The fast paths: batch-level data, compact dtypes, batched inference, precision, compile."""
+
+import numpy as np
+import pytest
+import torch
+
+from skconvae import ConvAutoencoderTransformer
+from skconvae import _net as net_module
+from skconvae._data import BatchIterator, ImageBatches, as_compact_tensor
+
+from .conftest import FAST
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [(np.uint8, torch.uint8), (np.float16, torch.float16), (np.float64, torch.float32),
+     (np.int64, torch.float32)],
+)  # fmt: skip
+def test_training_data_keeps_its_compact_dtype(mnist, dtype, expected):
+    images, _ = mnist
+    assert as_compact_tensor(images[:10, None].astype(dtype)).dtype == expected
+
+
+def test_batch_iterator_slices_a_fresh_permutation_each_epoch(mnist):
+    images, _ = mnist
+    data = ImageBatches(torch.from_numpy(images[:300, None]))
+    iterator = BatchIterator(data, 128, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert len(iterator) == 3
+    epochs = [list(iterator) for _ in range(2)]
+    for batches in epochs:
+        assert [len(x) for x, _ in batches] == [128, 128, 44]
+        assert all(x.dtype == torch.uint8 and y is None for x, y in batches)
+        seen = torch.cat([x for x, _ in batches]).flatten(1).sum(1).sort().values
+        assert torch.equal(seen, data.X.flatten(1).sum(1).sort().values)
+    assert not torch.equal(epochs[0][0][0], epochs[1][0][0])
+
+
+def test_inference_runs_in_bounded_batches(mnist, monkeypatch):
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(**FAST).fit(images[:500])
+    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", 96)
+    seen = []
+    original = net_module.as_compact_tensor
+
+    def spy(batch):
+        seen.append(len(batch))
+        return original(batch)
+
+    monkeypatch.setattr(net_module, "as_compact_tensor", spy)
+    codes = ae.transform(images[:1000])
+    assert max(seen) == 96 and sum(seen) == 1000
+    seen.clear()
+    score = ae.score(images[:1000])
+    assert max(seen) == 96 and sum(seen) == 1000
+    monkeypatch.undo()
+    # Batching does not change the result.
+    np.testing.assert_allclose(codes, ae.transform(images[:1000]), rtol=1e-5, atol=1e-6)
+    assert score == pytest.approx(ae.score(images[:1000]), rel=1e-6)
+
+
+def test_channels_last_training_on_cpu(digits):
+    ae = ConvAutoencoderTransformer(**FAST).fit(digits[0])
+    weight = ae.net_.module_.encoder[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_bfloat16_precision_trains_close_to_float32(mnist):
+    images, _ = mnist
+    params = {"max_epochs": 2, "batch_size": 32, "lr": 3e-3, "random_state": 0}
+    fp32 = ConvAutoencoderTransformer(**params).fit(images[:1000])
+    bf16 = ConvAutoencoderTransformer(**params, precision="bfloat16").fit(images[:1000])
+    assert bf16.transform(images[:5]).dtype == np.float32
+    mse32, mse16 = -fp32.score(images[9000:]), -bf16.score(images[9000:])
+    assert abs(mse16 - mse32) < 0.15 * mse32
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_result(digits):
+    X, _ = digits
+    eager = ConvAutoencoderTransformer(**FAST).fit(X)
+    compiled = ConvAutoencoderTransformer(**FAST, compile=True).fit(X)
+    np.testing.assert_allclose(compiled.transform(X), eager.transform(X), rtol=1e-4, atol=1e-5)
