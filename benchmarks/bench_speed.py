@@ -7,10 +7,10 @@ a fresh subprocess, so peak RSS is per entry; rounds interleave the entries and 
 report gives medians over rounds. The first epoch of each process (warm-up) is not
 counted.
 
-    python benchmarks/bench_speed.py                 # CPU table (about 5 minutes)
-    python benchmarks/bench_speed.py --memmap        # + 1,000,000-image memmap transform
-    python benchmarks/bench_speed.py --quick         # smoke run
-    python benchmarks/bench_speed.py --gpu           # GPU section (needs CUDA)
+    python benchmarks/bench_speed.py                     # all sections (about 10 minutes)
+    python benchmarks/bench_speed.py --sections memmap   # 1,000,000 memmapped images only
+    python benchmarks/bench_speed.py --quick             # smoke run
+    python benchmarks/bench_speed.py --sections gpu      # GPU section (skipped without CUDA)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist_test10k.npz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MNIST_PATH as DEFAULT_DATA
+from _common import machine
+
 ENTRIES = ["hand_channels_last", "skconvae", "hand_default", "skorch_plain", "keras_torch"]
 
 
@@ -255,24 +256,6 @@ def subprocess_entry(args, entry: str, extra: list[str] | None = None) -> dict |
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    import torch
-
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (
-        f"{os.cpu_count()} cores ({cpu}){gpu}, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads"
-    )
-
-
 def cpu_table(args) -> list[dict]:
     entries = [e for e in ENTRIES if e in args.entries]
     results: dict[str, list[dict]] = {e: [] for e in entries}
@@ -353,8 +336,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--entries", nargs="+", default=ENTRIES)
-    parser.add_argument("--memmap", action="store_true", help="also transform 1e6 memmapped images")
-    parser.add_argument("--gpu", action="store_true", help="GPU section only (needs CUDA)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=["cpu", "memmap", "gpu"],
+        default=["cpu", "memmap", "gpu"],
+        help="cpu: the interleaved table; memmap: 1e6 memmapped images; gpu: needs CUDA",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, 2000 images")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -372,13 +360,11 @@ def main() -> None:
 
     print(f"Machine: {machine()}")
     report: dict = {"machine": machine(), "args": vars(args)}
-    if args.gpu:
-        report["gpu"] = gpu_section(args)
-    else:
+    if "cpu" in args.sections:
         rows = cpu_table(args)
         print_table(rows, f"CPU, {args.n_images} MNIST images, batch {args.batch_size}")
         report["cpu"] = rows
-    if args.memmap:
+    if "memmap" in args.sections:
         res = memmap_section(args)
         report["memmap"] = res
         if res:
@@ -386,6 +372,8 @@ def main() -> None:
                 f"\nmemmap: transformed {res['n_images']:,} uint8 28x28 images "
                 f"(784 MB on disk) in {res['seconds']:.1f} s, peak RSS {res['peak_rss_mb']:,.0f} MB"
             )
+    if "gpu" in args.sections:
+        report["gpu"] = gpu_section(args)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

@@ -7,6 +7,8 @@ tensor kept in its compact dtype (uint8 stays uint8) and converted on the device
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import torch
 
@@ -108,3 +110,47 @@ class HoldoutSplit:
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(n, generator=generator)
         return dataset.subset(order[n_valid:]), dataset.subset(order[:n_valid])
+
+
+class MappedPages:
+    """Keep a memory-mapped input from filling this process's resident memory.
+
+    Reading an ``np.memmap`` maps its pages into the process; on a file larger
+    than RAM they would pile up. Inference passes through the data once, so every
+    ``every_bytes`` read the mapping's pages are dropped (``MADV_DONTNEED``): they
+    stay in the OS page cache and are simply mapped again if read again.
+
+    Parameters
+    ----------
+    array : ndarray
+        The input; anything not backed by an ``mmap`` makes this a no-op.
+    every_bytes : int, default=64 MiB
+    """
+
+    def __init__(self, array, every_bytes: int = 64 * 2**20):
+        self.mapping = _find_mmap(array) if hasattr(mmap, "MADV_DONTNEED") else None
+        self.every_bytes = every_bytes
+        self._pending = 0
+
+    def consumed(self, nbytes: int) -> None:
+        """Record that ``nbytes`` more of the input were read."""
+        if self.mapping is None:
+            return
+        self._pending += nbytes
+        if self._pending >= self.every_bytes:
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+            self._pending = 0
+
+
+def _find_mmap(array) -> mmap.mmap | None:
+    """The ``mmap`` behind an array or a view of it, if any."""
+    seen = 0
+    while array is not None and seen < 64:
+        if isinstance(array, mmap.mmap):
+            return array
+        mapping = getattr(array, "_mmap", None)
+        if isinstance(mapping, mmap.mmap):
+            return mapping
+        array = getattr(array, "base", None)
+        seen += 1
+    return None

@@ -218,3 +218,47 @@ def check_sample_shape(layout: ImageLayout, sample_shape: tuple[int, ...] | None
             f"images that arrive as per-sample shapes {accepted} or as flat rows of "
             f"{layout.n_features} features. Pass images of the fitted size and layout."
         )
+
+
+def infer_target_layout(
+    input_layout: ImageLayout,
+    sample_shape: tuple[int, ...],
+    target_shape: tuple[int, ...] | None,
+    channels: str,
+) -> tuple[ImageLayout, int]:
+    """Layout of target images and their integer upscaling factor over the inputs.
+
+    Flat targets fold with ``target_shape`` when given; else into images with the
+    inputs' channels, each side an integer multiple of the inputs' (the smallest
+    factor that fits); else into square grey images.
+
+    Returns
+    -------
+    layout : ImageLayout
+    scale : int
+    """
+    if len(sample_shape) == 1 and target_shape is None:
+        (n_features,) = sample_shape
+        c, h, w = input_layout.chw
+        factor = 1
+        while factor * factor * c * h * w < n_features:
+            factor += 1
+        if input_layout.is_signal:
+            factor = n_features // (c * w) if n_features % (c * w) == 0 else 0
+            layout = ImageLayout(c, 1, factor * w, 2, input_layout.channels_last)
+        else:
+            layout = ImageLayout(c, factor * h, factor * w, 2, input_layout.channels_last)
+        if layout.n_features != n_features:
+            layout = infer_layout(sample_shape, None, channels)
+    else:
+        layout = infer_layout(sample_shape, target_shape, channels)
+    c, h, w = input_layout.chw
+    scale = layout.width // w
+    if layout.height != scale * h or layout.width != scale * w or scale < 1:
+        raise ValueError(
+            f"Target images of (height, width) {(layout.height, layout.width)} are not an "
+            f"integer multiple of the input images' {(h, w)}. Pass targets of the same size "
+            "as the inputs, or larger by an integer factor, and target_shape for flat targets "
+            "that do not fold on their own."
+        )
+    return layout, scale

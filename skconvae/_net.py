@@ -4,19 +4,27 @@ It overrides a few of skorch's small hooks: ``get_dataset``/``get_iterator`` for
 the batch-level data path, ``train_step_single``/``validation_step`` to feed the
 input as its own target (or a paired target image), ``initialize_module`` for the
 memory format and ``torch_compile`` to compile the module's methods rather than
-wrap it. The estimator hands it ``(N, C, H, W)`` NumPy arrays and gets NumPy
-arrays back; devices, precision and memory formats stay in here.
+wrap it; ``on_batch_end``/``on_train_end`` stop training on a non-finite loss or
+weights, and ``fit_loop`` warns when Ctrl-C cuts training short. The estimator
+hands it ``(N, C, H, W)`` NumPy arrays and gets NumPy arrays back; devices,
+precision and memory formats stay in here, and inference halves its batches
+when the device runs out of memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
+import warnings
 
 import numpy as np
 import torch
 from skorch import NeuralNet
 
-from ._data import BatchIterator, ImageBatches, as_compact_tensor
+from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
+from ._exceptions import FitInterruptedWarning, NonFiniteLossError
+from ._noise import corrupt
 
 INFERENCE_BATCH_SIZE = 1024
 
@@ -40,12 +48,34 @@ class AutoencoderNet(NeuralNet):
         Seed of the shuffling order of training batches.
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the network under autocast (mixed precision).
+    noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
+        Corruption of training inputs (the targets stay clean): denoising training.
+    noise_level : float, default=0.0
+        Strength of the corruption, in the network's units (see ``corrupt``).
+    noise_bounds : tuple of float, default=(0.0, 1.0)
+        Range of clean data in the network's units; corrupted inputs are clipped to it.
+    kl_weight : float, default=1.0
+        Weight of the KL term for a variational module, relative to the ELBO.
     """
 
-    def __init__(self, *args, seed: int = 0, precision: str = "float32", **kwargs):
+    def __init__(
+        self,
+        *args,
+        seed: int = 0,
+        precision: str = "float32",
+        noise: str | None = None,
+        noise_level: float = 0.0,
+        noise_bounds: tuple[float, float] = (0.0, 1.0),
+        kl_weight: float = 1.0,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.seed = seed
         self.precision = precision
+        self.noise = noise
+        self.noise_level = noise_level
+        self.noise_bounds = noise_bounds
+        self.kl_weight = kl_weight
 
     # -- skorch hooks -------------------------------------------------------------
 
@@ -63,6 +93,46 @@ class AutoencoderNet(NeuralNet):
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # Leave the module in eval mode: inference must not change the fitted state.
         self._set_training(False)
+        finite = torch.stack([p.isfinite().all() for p in self.module_.parameters()]).all()
+        if not finite:
+            raise NonFiniteLossError(self._diverged_message("the weights became non-finite"))
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        epochs_before = len(self.history)
+        try:
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        except KeyboardInterrupt:
+            # skorch's partial_fit swallows the interrupt silently and keeps the weights.
+            done = sum("train_loss" in row for row in self.history[epochs_before:])
+            warnings.warn(
+                f"Training was interrupted (KeyboardInterrupt) after {done} of "
+                f"{epochs or self.max_epochs} epochs; the model keeps the weights trained so "
+                "far and is usable. Fit again to train fully (warm_start=True continues "
+                "from these weights).",
+                FitInterruptedWarning,
+                stacklevel=2,
+            )
+            raise
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        # The loss is already on the host, in the history: checking it costs nothing.
+        if training:
+            loss = self.history[-1, "batches", -1, "train_loss"]
+            if not math.isfinite(loss):
+                epoch, batch_index = len(self.history), len(self.history[-1, "batches"])
+                raise NonFiniteLossError(
+                    self._diverged_message(
+                        f"the training loss became {loss} at epoch {epoch}, batch {batch_index}"
+                    )
+                )
+
+    def _diverged_message(self, what: str) -> str:
+        return (
+            f"Training stopped: {what}; the data or the updates are too large for the "
+            f"network. Lower the learning rate (lr={self.lr:g}; try lr={self.lr / 10:g}), and "
+            "give the network data of order 1: keep scaling='minmax' or 'symmetric' rather "
+            "than scaling=None when X holds large values."
+        )
 
     def get_dataset(self, X, y=None):
         if isinstance(X, ImageBatches):
@@ -120,6 +190,13 @@ class AutoencoderNet(NeuralNet):
             x = x.flatten(2)
         return self.module_.normalize(x)
 
+    def _target_to_network(self, targets: torch.Tensor) -> torch.Tensor:
+        """Raw target batch -> normalised units (the module's target scaling if it has one)."""
+        normalize = getattr(self.module_, "normalize_target", self.module_.normalize)
+        y = targets.to(self.device, non_blocking=True).float()
+        y = y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.flatten(2)
+        return normalize(y)
+
     def _from_network(self, y: torch.Tensor) -> torch.Tensor:
         """Network output in normalised units -> ``(N, C, H, W)`` in data units."""
         y = self.module_.denormalize(y.float())
@@ -140,18 +217,46 @@ class AutoencoderNet(NeuralNet):
     def _batch_loss(self, batch, training: bool):
         images, targets = batch
         x = self._to_network(images)
-        target = x if targets is None else self._to_network(targets)
-        logits = self._run("reconstruct_logits", x)
+        target = x if targets is None else self._target_to_network(targets)
+        if training and self.noise is not None:
+            x = corrupt(x, self.noise, self.noise_level, *self.noise_bounds)
+        if getattr(self.module_, "variational", False):
+            logits, kl = self._run("variational_logits", x)
+            loss = self.get_loss(logits, target, X=x, training=training)
+            # The reconstruction loss is a per-value mean: scale the per-sample KL alike.
+            return loss + self.kl_weight * kl / target[0].numel(), logits
+        method = "reconstruct_logits" if hasattr(self.module_, "reconstruct_logits") else "forward"
+        logits = self._run(method, x)
         return self.get_loss(logits, target, X=x, training=training), logits
 
     # -- batched inference ---------------------------------------------------------
 
     def _map_batches(self, inputs: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
+        """Fill ``out`` with ``fn`` of batches of ``inputs``, halving batches on out-of-memory."""
         self._set_training(False)
+        start, batch_size = 0, INFERENCE_BATCH_SIZE
+        pages = MappedPages(inputs)
         with torch.inference_mode(), cuda_autotune(self._on_cuda()):
-            for start in range(0, len(inputs), INFERENCE_BATCH_SIZE):
-                stop = start + INFERENCE_BATCH_SIZE
-                out[start:stop] = fn(as_compact_tensor(inputs[start:stop])).cpu().numpy()
+            while start < len(inputs):
+                batch = inputs[start : start + batch_size]
+                try:
+                    out[start : start + len(batch)] = fn(as_compact_tensor(batch)).cpu().numpy()
+                except torch.cuda.OutOfMemoryError as exc:
+                    if len(batch) == 1:
+                        raise torch.cuda.OutOfMemoryError(
+                            f"{self.device} ran out of memory even for one sample at a time. "
+                            "Free device memory (other models, other processes), or run "
+                            "the model on the CPU: save it and skconvae.load(path, "
+                            "device='cpu')."
+                        ) from exc
+                    batch_size = len(batch) // 2
+                else:
+                    start += len(batch)
+                    pages.consumed(batch.nbytes)
+                    continue
+                # Outside the except block, so the failed batch's tensors are released.
+                if self._on_cuda():
+                    torch.cuda.empty_cache()
         return out
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -170,9 +275,12 @@ class AutoencoderNet(NeuralNet):
             lambda zb: self._from_network(self._run("decode", zb.to(self.device).float())),
         )
 
-    def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        """Reconstructions of ``(N, C, H, W)`` images, float32, in data units."""
-        out = np.empty(images.shape, dtype=np.float32)
+    def reconstruct(self, images: np.ndarray, out_chw: tuple[int, ...] | None = None) -> np.ndarray:
+        """Network outputs for ``(N, C, H, W)`` images, float32, in data units.
+
+        ``out_chw`` is the per-sample output shape when it differs from the input's.
+        """
+        out = np.empty((len(images), *(out_chw or images.shape[1:])), dtype=np.float32)
         return self._map_batches(
             images, out, lambda xb: self._from_network(self._run("forward", self._to_network(xb)))
         )
@@ -183,21 +291,38 @@ class AutoencoderNet(NeuralNet):
         def errors(xb):
             x = xb.to(self.device).float()
             recon = self._from_network(self._run("forward", self._to_network(xb)))
-            return (recon - x).square().flatten(1).mean(1)
+            # float64 reduction: the result must not depend on the batch's composition.
+            return (recon - x).double().square().flatten(1).mean(1)
 
         out = np.empty(len(images), dtype=np.float64)
         return self._map_batches(images, out, errors)
 
 
+_autotune_lock = threading.Lock()
+_autotune_users = 0
+_autotune_previous = False
+
+
 @contextlib.contextmanager
 def cuda_autotune(enabled: bool):
-    """Let cuDNN pick the fastest kernels inside, restoring the global flag after."""
+    """Let cuDNN pick the fastest kernels inside, restoring the global flag after.
+
+    Thread-safe: the flag is global, so overlapping uses (threads calling
+    ``transform`` at once) are counted and the last one out restores it.
+    """
+    global _autotune_users, _autotune_previous
     if not enabled:
         yield
         return
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+    with _autotune_lock:
+        if _autotune_users == 0:
+            _autotune_previous = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+        _autotune_users += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = previous
+        with _autotune_lock:
+            _autotune_users -= 1
+            if _autotune_users == 0:
+                torch.backends.cudnn.benchmark = _autotune_previous

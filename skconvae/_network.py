@@ -42,6 +42,14 @@ class ConvAutoencoder(nn.Module):
         Applied to the decoder output, in normalised units.
     input_shift, input_scale : sequence of float or None, default=None
         Per-channel affine map to normalised units: ``x * scale + shift``.
+    variational : bool, default=False
+        Make the dense bottleneck a diagonal Gaussian (a VAE): ``encode`` returns
+        its mean and :meth:`variational_logits` samples it and returns the KL
+        divergence to the standard normal prior. Needs ``latent_dim``.
+    output_bias : sequence of float or None, default=None
+        Initial bias of the output convolution, per channel (pre-activation).
+        Starting at the data's mean keeps a saturating output activation from
+        collapsing to a constant image early in training.
 
     Examples
     --------
@@ -65,8 +73,13 @@ class ConvAutoencoder(nn.Module):
         output_activation: str = "sigmoid",
         input_shift: Sequence[float] | None = None,
         input_scale: Sequence[float] | None = None,
+        variational: bool = False,
+        output_bias: Sequence[float] | None = None,
     ):
         super().__init__()
+        if variational and latent_dim is None:
+            raise ValueError("variational=True needs a dense bottleneck: set latent_dim.")
+        self.variational = variational
         self.input_size = tuple(int(s) for s in input_size)
         self.output_activation = output_activation
         spatial = len(self.input_size)
@@ -88,7 +101,7 @@ class ConvAutoencoder(nn.Module):
         n_conv_code = math.prod(self.conv_code_shape)
         self.latent_dim = latent_dim
         if latent_dim is not None:
-            self.to_latent = nn.Linear(n_conv_code, latent_dim)
+            self.to_latent = nn.Linear(n_conv_code, latent_dim * (2 if variational else 1))
             self.from_latent = nn.Sequential(nn.Linear(latent_dim, n_conv_code), nn.ReLU())
 
         decoder = []
@@ -101,6 +114,9 @@ class ConvAutoencoder(nn.Module):
             channels = width
         decoder.append(conv(channels, in_channels, kernel_size, padding="same"))
         self.decoder = nn.Sequential(*decoder)
+        if output_bias is not None:
+            with torch.no_grad():
+                self.decoder[-1].bias.copy_(torch.as_tensor(output_bias, dtype=torch.float32))
 
         stats_shape = (1, in_channels) + (1,) * spatial
         shift = torch.zeros(in_channels) if input_shift is None else torch.as_tensor(input_shift)
@@ -122,17 +138,23 @@ class ConvAutoencoder(nn.Module):
         return (y - self.input_shift) / self.input_scale
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode normalised inputs into flat codes of width ``n_features_out``."""
-        pad = []
-        for size, padded in zip(reversed(self.input_size), reversed(self.padded_size), strict=True):
-            extra = padded - size
-            pad += [extra // 2, extra - extra // 2]
-        if any(pad):
-            x = F.pad(x, pad)
-        code = self.encoder(x).flatten(1)
+        """Encode normalised inputs into flat codes of width ``n_features_out``.
+
+        For a variational model this is the mean of the latent distribution.
+        """
+        code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
         if self.latent_dim is not None:
-            code = self.to_latent(code)
+            code = self.to_latent(code)[:, : self.latent_dim]
         return code
+
+    def variational_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the latent, decode it; return logits and the mean KL to the prior."""
+        code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
+        mean, log_var = self.to_latent(code).chunk(2, dim=1)
+        log_var = log_var.clamp(-20, 20)
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        kl = -0.5 * (1 + log_var - mean.square() - log_var.exp()).sum(1).mean()
+        return self.decode_logits(z), kl
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decode codes to reconstructions before the output activation."""
@@ -163,14 +185,183 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def _pad_to(x: torch.Tensor, size: tuple[int, ...], padded: tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad the trailing spatial axes of ``x`` from ``size`` to ``padded``, centred."""
+    pad = []
+    for s, p in zip(reversed(size), reversed(padded), strict=True):
+        pad += [(p - s) // 2, p - s - (p - s) // 2]
+    return F.pad(x, pad) if any(pad) else x
+
+
+def _crop_to(x: torch.Tensor, size: tuple[int, ...], offsets: tuple[int, ...]) -> torch.Tensor:
+    """Crop the trailing spatial axes of ``x`` to ``size`` starting at ``offsets``."""
+    for dim, (s, o) in enumerate(zip(size, offsets, strict=True), start=2):
+        if x.shape[dim] != s:
+            x = x.narrow(dim, o, s)
+    return x
+
+
+class ImageToImageNet(nn.Module):
+    """U-Net-style conv network mapping images to images, optionally upscaling.
+
+    The encoder is ``len(filters)`` stages of two convolutions with a max-pool
+    between stages; the decoder upsamples back, concatenating the encoder's
+    feature map of the same size (skip connections); ``scale > 1`` adds
+    upsampling stages before the output convolution. With ``residual=True`` the
+    network predicts the difference to the input, or to its bicubic (linear for
+    1-D) interpolation when upscaling -- the known way to beat classical filters.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels of input and output images.
+    input_size : tuple of int
+        ``(height, width)``, or ``(length,)`` for 1-D signals.
+    scale : int, default=1
+        Integer upscaling factor from input to output.
+    filters : sequence of int, default=(32, 64)
+        Width of each encoder stage.
+    kernel_size : int, default=3
+    skip_connections : bool, default=True
+    residual : bool, default=True
+        Add the (interpolated) input to the output; needs ``in_channels == out_channels``.
+    input_shift, input_scale, target_shift, target_scale : sequence of float or None
+        Per-channel affine maps from data units to normalised units.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skconvae.nn import ImageToImageNet
+    >>> net = ImageToImageNet(in_channels=3, out_channels=3, input_size=(15, 20), scale=2)
+    >>> net(torch.zeros(2, 3, 15, 20)).shape
+    torch.Size([2, 3, 30, 40])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        input_size: Sequence[int],
+        scale: int = 1,
+        filters: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        skip_connections: bool = True,
+        residual: bool = True,
+        input_shift: Sequence[float] | None = None,
+        input_scale: Sequence[float] | None = None,
+        target_shift: Sequence[float] | None = None,
+        target_scale: Sequence[float] | None = None,
+    ):
+        super().__init__()
+        self.input_size = tuple(int(s) for s in input_size)
+        self.output_size = tuple(s * scale for s in self.input_size)
+        self.scale = scale
+        self.skip_connections = skip_connections
+        self.residual = residual and in_channels == out_channels
+        spatial = len(self.input_size)
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[spatial]
+        self._pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial](2)
+        self._interpolation = {1: "linear", 2: "bicubic"}[spatial]
+        factor = 2 ** (len(filters) - 1)
+        self.padded_size = tuple(math.ceil(s / factor) * factor for s in self.input_size)
+
+        def block(c_in, c_out):
+            return nn.Sequential(
+                conv(c_in, c_out, kernel_size, padding="same"),
+                nn.ReLU(),
+                conv(c_out, c_out, kernel_size, padding="same"),
+                nn.ReLU(),
+            )
+
+        self.down = nn.ModuleList()
+        channels = in_channels
+        for width in filters:
+            self.down.append(block(channels, width))
+            channels = width
+        self.up = nn.ModuleList()
+        for width in reversed(filters[:-1]):
+            self.up.append(block(channels + (width if skip_connections else 0), width))
+            channels = width
+        upscale = []
+        for _ in range(_upscale_stages(scale)[0]):
+            upscale += [nn.Upsample(scale_factor=2, mode="nearest"), *block(channels, channels)]
+        if _upscale_stages(scale)[1] > 1:
+            odd = _upscale_stages(scale)[1]
+            upscale += [nn.Upsample(scale_factor=odd, mode="nearest"), *block(channels, channels)]
+        self.upscale = nn.Sequential(*upscale)
+        self.head = conv(channels, out_channels, kernel_size, padding="same")
+
+        stats_shape = (1, -1) + (1,) * spatial
+        for name, values, channels_ in [
+            ("input_shift", input_shift, in_channels),
+            ("input_scale", input_scale, in_channels),
+            ("target_shift", target_shift, out_channels),
+            ("target_scale", target_scale, out_channels),
+        ]:
+            default = torch.ones(channels_) if name.endswith("scale") else torch.zeros(channels_)
+            tensor = default if values is None else torch.as_tensor(values)
+            self.register_buffer(name, tensor.float().reshape(stats_shape))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs from data units to the network's units."""
+        return x * self.input_scale + self.input_shift
+
+    def normalize_target(self, y: torch.Tensor) -> torch.Tensor:
+        """Map targets from data units to the network's units."""
+        return y * self.target_scale + self.target_shift
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Map outputs from the network's units back to target units."""
+        return (y - self.target_shift) / self.target_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised inputs to outputs in normalised target units."""
+        h = _pad_to(x, self.input_size, self.padded_size)
+        skips = []
+        for i, stage in enumerate(self.down):
+            if i:
+                h = self._pool(h)
+            h = stage(h)
+            skips.append(h)
+        for stage, skip in zip(self.up, reversed(skips[:-1]), strict=True):
+            h = F.interpolate(h, size=skip.shape[2:], mode="nearest")
+            h = stage(torch.cat([h, skip], dim=1) if self.skip_connections else h)
+        out = self.head(self.upscale(h))
+        offsets = tuple(
+            (p - s) // 2 * self.scale
+            for s, p in zip(self.input_size, self.padded_size, strict=True)
+        )
+        out = _crop_to(out, self.output_size, offsets)
+        if self.residual:
+            base = x
+            if self.scale > 1:
+                base = F.interpolate(
+                    x, scale_factor=self.scale, mode=self._interpolation, align_corners=False
+                )
+            # Carry the input over from its own units to the target's.
+            base = (base - self.input_shift) / self.input_scale
+            out = out + self.normalize_target(base)
+        return out
+
+
+def _upscale_stages(scale: int) -> tuple[int, int]:
+    """Split ``scale`` into a number of 2x stages and a remaining odd factor."""
+    twos = 0
+    while scale % 2 == 0:
+        scale //= 2
+        twos += 1
+    return twos, scale
+
+
 class ReconstructionLoss(nn.Module):
     """Reconstruction loss computed from decoder logits.
 
     Parameters
     ----------
-    loss : {"mse", "bce"}
-        Mean squared error of the activated output, or binary cross-entropy
-        computed stably from the logits (targets must lie in [0, 1]).
+    loss : {"mse", "l1", "bce"}
+        Mean squared or absolute error of the activated output, or binary
+        cross-entropy computed stably from the logits (targets must lie in [0, 1]).
     output_activation : {"sigmoid", "tanh", "identity"}
         The decoder's output activation, applied before the MSE.
     """
@@ -183,4 +374,7 @@ class ReconstructionLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.loss == "bce":
             return F.binary_cross_entropy_with_logits(logits.float(), target)
-        return F.mse_loss(_ACTIVATIONS[self.output_activation](logits.float()), target)
+        output = _ACTIVATIONS[self.output_activation](logits.float())
+        if self.loss == "l1":
+            return F.l1_loss(output, target)
+        return F.mse_loss(output, target)

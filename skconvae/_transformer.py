@@ -7,33 +7,41 @@ from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
-import torch
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
     _fit_context,
 )
+from sklearn.mixture import GaussianMixture
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping, ProgressBar
-from skorch.utils import noop
 
-from ._data import HoldoutSplit, as_compact_tensor
-from ._layout import ImageLayout, check_sample_shape, flatten_samples, infer_layout
+from ._base import (
+    SHARED_CONSTRAINTS,
+    check_filters,
+    network_input_size,
+    skorch_training_kwargs,
+    validate_images,
+)
+from ._data import as_compact_tensor
+from ._layout import ImageLayout, flatten_samples, infer_layout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ConvAutoencoder, ReconstructionLoss
+from ._noise import NOISE_KINDS
+from ._persistence import PersistenceMixin
+from ._scaling import Scaling, channel_extremes, channel_means, fit_scaling, output_bias_for
 from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
 
-_OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
+# Mixture components of the code density behind ``sample`` (one per digit class on
+# MNIST-like data; more cost time and overfit small training sets).
+_N_DENSITY_COMPONENTS = 10
 
 
-class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class ConvAutoencoderTransformer(
+    PersistenceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Convolutional autoencoder as a scikit-learn transformer.
 
     ``fit`` trains a conv encoder-decoder (a PyTorch module, trained by a skorch
@@ -73,6 +81,23 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         learned at ``fit`` (sigmoid output); ``"symmetric"`` maps to [-1, 1]
         (tanh output); ``None`` trains on the data as it is (linear output, or
         sigmoid with ``loss="bce"``).
+    noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
+        Denoising training: corrupt the training inputs (never the targets, which
+        stay the clean images) with Gaussian noise of standard deviation
+        ``noise_level``, salt-and-pepper noise on a share ``noise_level`` of the
+        values, or masking (a share ``noise_level`` of values set to the minimum).
+        Noisy values are clipped to the data range. Clean images with
+        :meth:`reconstruct`.
+    noise_level : float, default=0.2
+        Strength of the noise, in scaled units: with ``scaling="minmax"``, 0.5 is
+        half the data range.
+    variational : bool, default=False
+        Train a variational autoencoder: the ``latent_dim`` bottleneck becomes a
+        diagonal Gaussian regularised towards N(0, I) by a KL term; ``transform``
+        returns its mean and :meth:`sample` decodes draws from the prior.
+    kl_weight : float, default=1.0
+        Weight of the KL term (``1`` is the ELBO; smaller values give sharper
+        reconstructions and a less regular latent space).
     max_epochs : int, default=20
         Number of passes over the training data.
     batch_size : int, default=128
@@ -148,27 +173,14 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "image_shape": [None, tuple, list],
-        "channels": [StrOptions({"auto", "last", "first"})],
-        "filters": [tuple, list],
-        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        **SHARED_CONSTRAINTS,
         "latent_dim": [None, Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions({"mse", "bce"})],
         "scaling": [None, StrOptions({"minmax", "symmetric"})],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "device": [str],
-        "precision": [StrOptions({"float32", "bfloat16"})],
-        "compile": ["boolean"],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "callbacks": [None, list],
-        "warm_start": ["boolean"],
+        "noise": [None, StrOptions(set(NOISE_KINDS))],
+        "noise_level": [Interval(Real, 0, None, closed="left")],
+        "variational": ["boolean"],
+        "kl_weight": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -181,6 +193,10 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         latent_dim=None,
         loss="mse",
         scaling="minmax",
+        noise=None,
+        noise_level=0.2,
+        variational=False,
+        kl_weight=1.0,
         max_epochs=20,
         batch_size=128,
         lr=1e-3,
@@ -203,6 +219,10 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.latent_dim = latent_dim
         self.loss = loss
         self.scaling = scaling
+        self.noise = noise
+        self.noise_level = noise_level
+        self.variational = variational
+        self.kl_weight = kl_weight
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -243,13 +263,14 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return self
 
     def _fit(self, X):
-        filters = _check_filters(self.filters)
+        filters = check_filters(self.filters)
+        self._check_generative_params()
         flat, sample_shape = flatten_samples(X)
         flat = validate_data(self, flat, reset=True, dtype="numeric")
         layout = infer_layout(sample_shape or flat.shape[1:], self.image_shape, self.channels)
         images = layout.to_nchw(flat)
-        data_min, data_max = _channel_extremes(images)
-        shift, scale, activation = self._scaling_for(data_min, data_max)
+        data_min, data_max = channel_extremes(images)
+        scaling = fit_scaling(data_min, data_max, self.scaling, self.loss)
         device = resolve_device(self.device)
         seed = draw_seed(self.random_state)
         continuing = (
@@ -260,11 +281,13 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
             if continuing:
                 net = copy.deepcopy(self.net_)
             else:
-                net = self._build_net(layout, filters, shift, scale, activation, device, seed)
+                net = self._build_net(layout, filters, scaling, images, device, seed)
                 net.initialize()
             net.partial_fit(as_compact_tensor(images))
+            density = self._fit_code_density(net, images, seed)
 
         self.net_ = net
+        self.code_density_ = density
         self._layout = layout
         self.image_shape_ = layout.chw
         self.code_shape_ = (
@@ -274,84 +297,56 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
             self.data_min_, self.data_max_ = data_min, data_max
         self.device_ = device
 
-    def _scaling_for(self, data_min, data_max):
-        """Per-channel ``shift``/``scale`` to the network's units, and the output activation."""
-        if self.scaling is None:
-            if self.loss == "bce" and (data_min.min() < 0 or data_max.max() > 1):
-                raise ValueError(
-                    f"loss='bce' needs data in [0, 1], but X spans [{data_min.min():g}, "
-                    f"{data_max.max():g}] and scaling=None. Use scaling='minmax' or loss='mse'."
-                )
-            ones = np.ones_like(data_min)
-            return 0 * ones, ones, "sigmoid" if self.loss == "bce" else "identity"
-        if self.scaling == "symmetric" and self.loss == "bce":
+    def _check_generative_params(self):
+        if self.variational and self.latent_dim is None:
             raise ValueError(
-                "loss='bce' needs targets in [0, 1], but scaling='symmetric' maps the data "
-                "to [-1, 1]. Use scaling='minmax' with loss='bce', or loss='mse'."
+                "variational=True needs a dense bottleneck: set latent_dim, e.g. latent_dim=16."
             )
-        span = data_max - data_min
-        span[span == 0] = 1.0
-        if self.scaling == "minmax":
-            scale = 1.0 / span
-            return -data_min * scale, scale, "sigmoid"
-        scale = 2.0 / span
-        return -data_min * scale - 1.0, scale, "tanh"
+        if self.noise in ("salt_pepper", "mask") and self.noise_level > 1:
+            raise ValueError(
+                f"noise={self.noise!r} corrupts a share noise_level of the values, which must "
+                f"lie in [0, 1]; got noise_level={self.noise_level}."
+            )
 
-    def _build_net(self, layout: ImageLayout, filters, shift, scale, activation, device, seed):
-        input_size = (layout.width,) if layout.is_signal else (layout.height, layout.width)
-        callbacks = []
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        patience=self.n_iter_no_change,
-                        load_best=True,
-                        sink=print if self.verbose else noop,
-                    ),
-                )
-            )
-        if self.verbose:
-            callbacks.append(("progress_bar", ProgressBar()))
-        callbacks += copy.deepcopy(self.callbacks or [])
-        optimizer = _OPTIMIZERS.get(self.optimizer, self.optimizer)
+    def _fit_code_density(self, net, images, seed):
+        """Gaussian mixture over the training codes, for :meth:`sample` (dense codes only)."""
+        if self.latent_dim is None or self.variational:
+            return None
+        codes = net.encode(images).astype(np.float64)
+        n_components = min(_N_DENSITY_COMPONENTS, len(codes))
+        return GaussianMixture(
+            n_components, covariance_type="full", reg_covar=1e-4, random_state=seed % (2**31)
+        ).fit(codes)
+
+    def _build_net(
+        self, layout: ImageLayout, filters, scaling: Scaling, images, device: str, seed: int
+    ):
         return AutoencoderNet(
             ConvAutoencoder,
             module__in_channels=layout.channels,
-            module__input_size=input_size,
+            module__input_size=network_input_size(layout),
             module__filters=filters,
             module__kernel_size=self.kernel_size,
             module__latent_dim=self.latent_dim,
-            module__output_activation=activation,
-            module__input_shift=shift.tolist(),
-            module__input_scale=scale.tolist(),
+            module__output_activation=scaling.activation,
+            module__input_shift=scaling.shift.tolist(),
+            module__input_scale=scaling.scale.tolist(),
+            module__variational=self.variational,
+            module__output_bias=output_bias_for(scaling, channel_means(images)),
             criterion=ReconstructionLoss,
             criterion__loss=self.loss,
-            criterion__output_activation=activation,
-            optimizer=optimizer,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            train_split=(
-                HoldoutSplit(self.validation_fraction, seed) if self.early_stopping else None
-            ),
-            callbacks=callbacks,
-            device=device,
-            verbose=int(self.verbose),
-            seed=seed,
-            precision=self.precision,
-            compile=self.compile,
+            criterion__output_activation=scaling.activation,
+            **skorch_training_kwargs(self, device, seed),
+            noise=self.noise,
+            noise_level=self.noise_level,
+            noise_bounds=scaling.bounds,
+            kl_weight=self.kl_weight,
         )
 
     # -- using the fitted model ----------------------------------------------------------
 
     def _validate_images(self, X) -> np.ndarray:
-        """Check X against the fitted layout and return ``(N, C, H, W)`` images."""
-        check_is_fitted(self)
-        flat, sample_shape = flatten_samples(X)
-        check_sample_shape(self._layout, sample_shape)
-        flat = validate_data(self, flat, reset=False, dtype="numeric")
-        return self._layout.to_nchw(flat)
+        return validate_images(self, X, getattr(self, "_layout", None))
 
     def transform(self, X):
         """Encode ``X`` into the autoencoder's code.
@@ -411,6 +406,80 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         images = self._validate_images(X)
         return -float(np.mean(self.net_.reconstruction_errors(images)))
 
+    def reconstruct(self, X):
+        """Reconstruct ``X``: ``inverse_transform(transform(X))`` in one pass.
+
+        With denoising training (``noise``), this cleans noisy images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+            Images in the layout used at ``fit`` (or flattened rows of them).
+
+        Returns
+        -------
+        images : ndarray, dtype float32
+            Reconstructions in the units and layout of the training data.
+        """
+        images = self._validate_images(X)
+        return self._layout.from_nchw(self.net_.reconstruct(images))
+
+    def score_samples(self, X):
+        """Negative per-sample mean squared reconstruction error, in the units of ``X``.
+
+        Higher means more normal (scikit-learn's outlier-detector convention):
+        use it as an anomaly score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        images = self._validate_images(X)
+        return -self.net_.reconstruction_errors(images)
+
+    def sample(self, n_samples=1, random_state=None):
+        """Generate new images by decoding random latent codes.
+
+        A variational model (``variational=True``) decodes draws from its N(0, I)
+        prior, the distribution its training pulled the codes towards. A plain
+        model with ``latent_dim`` decodes draws from a Gaussian mixture
+        (``code_density_``, 10 full-covariance components) fitted to the codes of
+        the training images at ``fit``: its codes follow no known distribution,
+        so one is estimated. Without ``latent_dim`` the code is a large feature
+        map whose density cannot be estimated well, and sampling is refused.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of images to generate.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws.
+
+        Returns
+        -------
+        images : ndarray, dtype float32
+            ``n_samples`` images in the units and layout of the training data.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+        rng = check_random_state(random_state)
+        if self.variational:
+            codes = rng.standard_normal((n_samples, self.latent_dim))
+        elif self.code_density_ is not None:
+            codes = _sample_mixture(self.code_density_, n_samples, rng)
+        else:
+            raise ValueError(
+                "sample needs a dense latent space: refit with latent_dim set (for example "
+                "latent_dim=16), optionally with variational=True."
+            )
+        decoded = self.net_.decode(codes.astype(np.float32), self.image_shape_)
+        return self._layout.from_nchw(decoded)
+
     @property
     def _n_features_out(self) -> int:
         return int(np.prod(self.code_shape_))
@@ -421,19 +490,12 @@ class ConvAutoencoderTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMix
         return tags
 
 
-def _check_filters(filters) -> tuple[int, ...]:
-    values = tuple(filters)
-    if not values or not all(isinstance(f, Integral) and f >= 1 for f in values):
-        raise ValueError(
-            f"filters must be a non-empty sequence of positive integers, such as (16, 8); "
-            f"got {filters!r}."
-        )
-    return tuple(int(f) for f in values)
-
-
-def _channel_extremes(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    axes = (0, 2, 3)
-    return (
-        images.min(axis=axes).astype(np.float64),
-        images.max(axis=axes).astype(np.float64),
-    )
+def _sample_mixture(mixture: GaussianMixture, n_samples: int, rng) -> np.ndarray:
+    """Draw from a fitted full-covariance Gaussian mixture with a given RNG."""
+    counts = rng.multinomial(n_samples, mixture.weights_)
+    draws = [
+        rng.multivariate_normal(mean, cov, size=count)
+        for mean, cov, count in zip(mixture.means_, mixture.covariances_, counts, strict=True)
+        if count
+    ]
+    return rng.permutation(np.concatenate(draws))

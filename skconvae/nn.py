@@ -1,5 +1,5 @@
 """The plain PyTorch modules behind skconvae, for use outside scikit-learn."""
 
-from ._network import ConvAutoencoder, ReconstructionLoss
+from ._network import ConvAutoencoder, ImageToImageNet, ReconstructionLoss
 
-__all__ = ["ConvAutoencoder", "ReconstructionLoss"]
+__all__ = ["ConvAutoencoder", "ImageToImageNet", "ReconstructionLoss"]

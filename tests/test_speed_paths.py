@@ -80,3 +80,32 @@ def test_compile_gives_the_eager_result(digits):
     eager = ConvAutoencoderTransformer(**FAST).fit(X)
     compiled = ConvAutoencoderTransformer(**FAST, compile=True).fit(X)
     np.testing.assert_allclose(compiled.transform(X), eager.transform(X), rtol=1e-4, atol=1e-5)
+
+
+def test_memmapped_input_pages_are_released_during_inference(tmp_path, mnist, monkeypatch):
+    from skconvae import _data
+    from skconvae import _net as net
+
+    images, _ = mnist
+    path = tmp_path / "images.npy"
+    np.save(path, images[:3000])
+    mm = np.load(path, mmap_mode="r")
+    ae = ConvAutoencoderTransformer(**FAST).fit(images[:300])
+    drops = []
+
+    class CountingPages(_data.MappedPages):
+        def __init__(self, array):
+            super().__init__(array, every_bytes=1)
+            drops.append(self.mapping is not None)
+
+        def consumed(self, nbytes):
+            super().consumed(nbytes)
+            drops.append(nbytes)
+
+    monkeypatch.setattr(net, "MappedPages", CountingPages)
+    codes = ae.transform(mm)
+    # The memmap is found behind the validated view; every batch's bytes are released.
+    assert drops[0] is True
+    assert sum(drops[1:]) == mm.nbytes
+    np.testing.assert_array_equal(codes, ae.transform(images[:3000]))
+    assert _data.MappedPages(images).mapping is None

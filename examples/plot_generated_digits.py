@@ -1,0 +1,104 @@
+"""Generating MNIST digits: a Gaussian mixture over autoencoder codes, and a VAE.
+
+Two ``ConvAutoencoderTransformer`` models with a 16-feature dense bottleneck are fit
+on the first 8000 digits of the MNIST test set:
+
+- a plain autoencoder: at ``fit`` it also fits a Gaussian mixture (10 components)
+  to the codes of the training digits, and ``sample`` decodes draws from it;
+- a variational autoencoder (``variational=True``): its codes are pulled towards
+  N(0, I) during training, and ``sample`` decodes draws from that prior.
+
+Each draws ``sample(40, random_state=0)``. The script prints, for each model, the
+reconstruction MSE of the 2000 held-out digits (on the [0, 1] scale), and two
+rough checks of the samples made with a 10-nearest-neighbour classifier on the
+training pixels: how many of the 10 classes the samples cover, and the mean share
+of a sample's 10 nearest training digits that agree with its predicted class (near
+1 for a clear digit, low for an ambiguous blob). It saves a PNG of the 80 samples,
+the mixture's above the VAE's.
+
+The settings (a small network, 8 epochs each) keep the run near a minute on 2 busy
+CPU cores. Run from the project root::
+
+    python examples/plot_generated_digits.py [--out generated_digits.png]
+        [--data ../shared/data/mnist_test10k.npz] [--threads 1]
+"""
+
+import argparse
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from skconvae import ConvAutoencoderTransformer
+from skconvae.plotting import plot_samples
+
+N_TRAIN = 8000
+LATENT_DIM = 16
+N_SAMPLES = 40
+N_COLS = 10
+
+
+def main(out: str, data: str) -> None:
+    mnist = np.load(data)
+    images = mnist["images"].astype(np.float32) / 255.0
+    labels = mnist["labels"]
+    train, test = images[:N_TRAIN], images[N_TRAIN:]
+    judge = KNeighborsClassifier(n_neighbors=10).fit(train.reshape(N_TRAIN, -1), labels[:N_TRAIN])
+
+    settings = dict(
+        filters=(16, 8),
+        latent_dim=LATENT_DIM,
+        loss="bce",
+        max_epochs=8,
+        batch_size=64,
+        lr=2e-3,
+        random_state=0,
+    )
+    models = {
+        "GMM over codes": ConvAutoencoderTransformer(**settings),
+        "VAE prior": ConvAutoencoderTransformer(**settings, variational=True),
+    }
+    print(f"{'model':<16} {'test MSE':>8} {'classes':>7} {'agreement':>9} {'fit (s)':>7}")
+    samples = {}
+    for name, model in models.items():
+        start = time.perf_counter()
+        model.fit(train)
+        elapsed = time.perf_counter() - start
+        samples[name] = model.sample(N_SAMPLES, random_state=0)
+        flat = samples[name].reshape(N_SAMPLES, -1)
+        predicted = judge.predict(flat)
+        agreement = judge.predict_proba(flat).max(axis=1).mean()
+        mse = -model.score(test)
+        print(
+            f"{name:<16} {mse:>8.4f} {len(np.unique(predicted)):>7} {agreement:>9.2f} "
+            f"{elapsed:>7.1f}"
+        )
+
+    fig = plot_samples(np.concatenate(list(samples.values())), n_cols=N_COLS)
+    for index, name in enumerate(samples):
+        # Label the first image of each model's block of rows.
+        fig.axes[index * N_SAMPLES].set_ylabel(name, rotation=0, ha="right", va="center")
+    fig.suptitle(
+        f"sample({N_SAMPLES}, random_state=0) of two autoencoders (latent_dim={LATENT_DIM})"
+    )
+    fig.savefig(out, dpi=100, bbox_inches="tight", pad_inches=0.1)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="generated_digits.png")
+    parser.add_argument("--data", default="../shared/data/mnist_test10k.npz")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 is fastest on a busy machine (default: 1)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    main(args.out, args.data)

@@ -1,0 +1,99 @@
+"""What the skconvae estimators share: training parameters, their checks, the skorch setup."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.utils import noop
+
+from ._data import HoldoutSplit
+from ._layout import ImageLayout, check_sample_shape, flatten_samples
+
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+# Constraints of the parameters every skconvae estimator has.
+SHARED_CONSTRAINTS: dict = {
+    "image_shape": [None, tuple, list],
+    "channels": [StrOptions({"auto", "last", "first"})],
+    "filters": [tuple, list],
+    "kernel_size": [Interval(Integral, 1, None, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), type],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "device": [str],
+    "precision": [StrOptions({"float32", "bfloat16"})],
+    "compile": ["boolean"],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "callbacks": [None, list],
+    "warm_start": ["boolean"],
+}
+
+
+def check_filters(filters) -> tuple[int, ...]:
+    """Return ``filters`` as a tuple of positive ints, or raise a ValueError."""
+    values = tuple(filters)
+    if not values or not all(isinstance(f, Integral) and f >= 1 for f in values):
+        raise ValueError(
+            f"filters must be a non-empty sequence of positive integers, such as (16, 8); "
+            f"got {filters!r}."
+        )
+    return tuple(int(f) for f in values)
+
+
+def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
+    """Keyword arguments of the skorch net that follow from the shared parameters."""
+    callbacks = []
+    if estimator.early_stopping:
+        stopper = EarlyStopping(
+            patience=estimator.n_iter_no_change,
+            load_best=True,
+            sink=print if estimator.verbose else noop,
+        )
+        callbacks.append(("early_stopping", stopper))
+    if estimator.verbose:
+        callbacks.append(("progress_bar", ProgressBar()))
+    callbacks += copy.deepcopy(estimator.callbacks or [])
+    split = HoldoutSplit(estimator.validation_fraction, seed) if estimator.early_stopping else None
+    return {
+        "optimizer": OPTIMIZERS.get(estimator.optimizer, estimator.optimizer),
+        "lr": estimator.lr,
+        "max_epochs": estimator.max_epochs,
+        "batch_size": estimator.batch_size,
+        "train_split": split,
+        "callbacks": callbacks,
+        "device": device,
+        "verbose": int(estimator.verbose),
+        "seed": seed,
+        "precision": estimator.precision,
+        "compile": estimator.compile,
+    }
+
+
+def network_input_size(layout: ImageLayout) -> tuple[int, ...]:
+    """Spatial size the torch module sees: ``(length,)`` for signals, else ``(H, W)``."""
+    return (layout.width,) if layout.is_signal else (layout.height, layout.width)
+
+
+def validate_images(estimator, X, layout: ImageLayout) -> np.ndarray:
+    """Check X against a fitted layout and return ``(N, C, H, W)`` images."""
+    check_is_fitted(estimator)
+    flat, sample_shape = flatten_samples(X)
+    check_sample_shape(layout, sample_shape)
+    flat = validate_data(estimator, flat, reset=False, dtype="numeric")
+    return layout.to_nchw(flat)

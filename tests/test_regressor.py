@@ -1,0 +1,174 @@
+"""ConvAutoencoderRegressor: image-to-image regression on real images."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_sample_images
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from skconvae import ConvAutoencoderRegressor
+
+FAST = {"filters": (8, 8), "max_epochs": 2, "batch_size": 32, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def noisy_digits(mnist):
+    images, _ = mnist
+    clean = images[:1200].astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + 0.4 * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
+    return noisy, clean
+
+
+@pytest.fixture(scope="module")
+def photo_pairs():
+    """Low/high-resolution pairs: 60 real 16x16 RGB patches of china.jpg, area-downsampled."""
+    china = load_sample_images().images[0]
+    hr = np.stack(
+        [
+            china[r : r + 16, c : c + 16]
+            for r in range(0, 160, 16)
+            for c in (0, 200, 400, 500, 560, 600)
+        ]
+    )
+    lr = hr.reshape(-1, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+    return lr, hr
+
+
+@pytest.fixture(scope="module")
+def denoiser(noisy_digits):
+    noisy, clean = noisy_digits
+    return ConvAutoencoderRegressor(
+        filters=(16, 32), max_epochs=3, batch_size=32, lr=2e-3, random_state=0
+    ).fit(noisy[:1000], clean[:1000])
+
+
+def test_denoiser_beats_the_noisy_input_on_held_out_digits(denoiser, noisy_digits):
+    noisy, clean = noisy_digits
+    pred = denoiser.predict(noisy[1000:])
+    assert pred.shape == (200, 28, 28) and pred.dtype == np.float32
+    assert np.mean((pred - clean[1000:]) ** 2) < 0.3 * np.mean((noisy[1000:] - clean[1000:]) ** 2)
+    assert denoiser.score(noisy[1000:], clean[1000:]) > 0.5
+
+
+def test_score_is_variance_weighted_r2_over_pixels(denoiser, noisy_digits):
+    noisy, clean = noisy_digits
+    pred = denoiser.predict(noisy[1000:]).reshape(200, -1)
+    truth = clean[1000:].reshape(200, -1)
+    expected = r2_score(truth, pred, multioutput="variance_weighted")
+    assert denoiser.score(noisy[1000:], clean[1000:]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_default_network_has_skips_and_residual(denoiser):
+    module = denoiser.net_.module_
+    assert module.skip_connections and module.residual
+    # The decoder stage sees the upsampled deep features and the skip (16 + 32 channels).
+    assert module.up[0][0].in_channels == 16 + 32
+
+
+def test_super_resolution_nhwc_in_nhwc_out(photo_pairs):
+    lr, hr = photo_pairs
+    model = ConvAutoencoderRegressor(**FAST).fit(lr, hr)
+    assert model.scale_ == 2
+    assert model.image_shape_ == (3, 8, 8) and model.target_shape_ == (3, 16, 16)
+    pred = model.predict(lr[:4])
+    assert pred.shape == (4, 16, 16, 3)
+    # Targets were 0..255: predictions come back in those units, clipped to their range.
+    assert pred.max() <= hr.max() and pred.min() >= hr.min() and pred.max() > 100
+
+
+def test_residual_upscaling_starts_from_bicubic(photo_pairs):
+    """Before training, a zeroed residual branch predicts the bicubic upscaling itself."""
+    import torch
+
+    lr, hr = photo_pairs
+    model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 1}).fit(lr, hr)
+    with torch.no_grad():
+        model.net_.module_.head.weight.zero_()
+        model.net_.module_.head.bias.zero_()
+    pred = model.predict(lr[:2])
+    x = torch.from_numpy(lr[:2].transpose(0, 3, 1, 2)).float()
+    bicubic = torch.nn.functional.interpolate(
+        x, scale_factor=2, mode="bicubic", align_corners=False
+    )
+    expected = np.clip(bicubic.numpy().transpose(0, 2, 3, 1), hr.min(), hr.max())
+    np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_flat_targets_fold_by_integer_factor(photo_pairs):
+    lr, hr = photo_pairs
+    flat_lr, flat_hr = lr.reshape(len(lr), -1), hr.reshape(len(hr), -1)
+    model = ConvAutoencoderRegressor(**FAST, image_shape=(8, 8, 3)).fit(flat_lr, flat_hr)
+    assert model.target_shape_ == (3, 16, 16)
+    assert model.predict(flat_lr[:3]).shape == (3, 16 * 16 * 3)
+
+
+def test_target_shape_for_flat_targets(noisy_digits):
+    noisy, clean = noisy_digits
+    model = ConvAutoencoderRegressor(**FAST, target_shape=(28, 28)).fit(
+        noisy[:200], clean[:200].reshape(200, -1)
+    )
+    assert model.predict(noisy[:2]).shape == (2, 784)
+
+
+def test_dataframe_input(noisy_digits):
+    noisy, clean = noisy_digits
+    df = pd.DataFrame(noisy[:300].reshape(300, -1)).add_prefix("px")
+    model = ConvAutoencoderRegressor(**FAST).fit(df, clean[:300])
+    assert list(model.feature_names_in_[:2]) == ["px0", "px1"]
+    assert model.predict(df.iloc[:5]).shape == (5, 28, 28)
+
+
+def test_grid_search_and_pipeline(noisy_digits):
+    noisy, clean = noisy_digits
+    search = GridSearchCV(
+        Pipeline([("reg", ConvAutoencoderRegressor(**FAST))]),
+        {"reg__residual": [False, True]},
+        cv=2,
+    )
+    search.fit(noisy[:300], clean[:300])
+    assert set(search.cv_results_["param_reg__residual"]) == {False, True}
+    assert search.predict(noisy[:3]).shape == (3, 28, 28)
+
+
+def test_clone_pickle_and_reproducibility(noisy_digits):
+    noisy, clean = noisy_digits
+    model = ConvAutoencoderRegressor(**FAST).fit(noisy[:200], clean[:200])
+    again = clone(model).fit(noisy[:200], clean[:200])
+    np.testing.assert_array_equal(model.predict(noisy[:20]), again.predict(noisy[:20]))
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(noisy[:20]), model.predict(noisy[:20]))
+    # Predictions do not depend on which other images share the batch.
+    np.testing.assert_allclose(
+        model.predict(noisy[:20])[5:10], model.predict(noisy[5:10]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_one_dimensional_signals(digits):
+    X, _ = digits
+    signals = X[:, :60]  # 60 features: a 1-D signal
+    model = ConvAutoencoderRegressor(**FAST).fit(signals, signals[:, ::-1])
+    assert model.target_shape_ == (1, 1, 60)
+    assert model.predict(signals[:3]).shape == (3, 60)
+
+
+@pytest.mark.parametrize(
+    "make_y, match",
+    [
+        (lambda y: None, "requires y to be passed"),
+        (lambda y: y[:-1], "inconsistent numbers of samples"),
+        (lambda y: y[:, :20, :20], "not an integer multiple"),
+        (lambda y: np.where(y > 0.5, np.nan, y), "NaN"),
+        (lambda y: y.reshape(len(y), -1)[:, :100], "not an integer multiple"),
+    ],
+    ids=["none", "length", "non-integer-factor", "nan", "flat-unfoldable"],
+)
+def test_bad_targets(noisy_digits, make_y, match):
+    noisy, clean = noisy_digits
+    with pytest.raises(ValueError, match=match):
+        ConvAutoencoderRegressor(**FAST).fit(noisy[:50], make_y(clean[:50]))
