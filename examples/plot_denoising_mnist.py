@@ -16,7 +16,8 @@ picked on the held-out digits, which flatters the blur) and of both models, and
 saves a PNG of held-out digits: original / noisy / blur / regressor / autoencoder.
 
 The settings (small networks, 4 and 6 epochs) keep the run near a minute on 2 busy
-CPU cores; more epochs give a few tenths of a dB more. Run from the project root::
+CPU cores; wider networks gain a few tenths of a dB (the autoencoder with
+``filters=(16, 32)``: 19.1 dB, in twice the time). Run from the project root::
 
     python examples/plot_denoising_mnist.py [--out denoising_mnist.png]
         [--data ../shared/data/mnist_test10k.npz] [--threads 1]
@@ -70,26 +71,31 @@ def main(out: str, data: str) -> None:
         lr=2e-3,
         random_state=0,
     )
-    outputs = {
-        "noisy input": (noisy_test, None),
-        f"Gaussian blur (sigma={best_sigma})": (blurred[best_sigma], None),
-    }
     start = time.perf_counter()
     regressor.fit(noisy_train, clean_train)
-    outputs["regressor (noisy->clean)"] = (
-        regressor.predict(noisy_test),
-        time.perf_counter() - start,
-    )
+    regressor_seconds = time.perf_counter() - start
     start = time.perf_counter()
     autoencoder.fit(clean_train)
-    outputs["denoising autoencoder"] = (
-        autoencoder.reconstruct(noisy_test),
-        time.perf_counter() - start,
-    )
+    autoencoder_seconds = time.perf_counter() - start
 
+    # label in the figure -> (name in the table, images, fit time)
+    results = {
+        "noisy": ("noisy input", noisy_test, None),
+        f"blur\nsigma={best_sigma}": (
+            f"Gaussian blur (sigma={best_sigma})",
+            blurred[best_sigma],
+            None,
+        ),
+        "regressor": ("regressor (noisy->clean)", regressor.predict(noisy_test), regressor_seconds),
+        "denoising AE": (
+            "denoising autoencoder",
+            autoencoder.reconstruct(noisy_test),
+            autoencoder_seconds,
+        ),
+    }
     print(f"Held-out PSNR, {len(clean_test)} digits, noise sigma={NOISE_SIGMA}")
     print(f"{'method':<30} {'PSNR (dB)':>9} {'fit (s)':>8}")
-    for name, (images, seconds) in outputs.items():
+    for name, images, seconds in results.values():
         fit_time = "-" if seconds is None else f"{seconds:.1f}"
         print(f"{name:<30} {psnr(images, clean_test):>9.2f} {fit_time:>8}")
     print(
@@ -97,13 +103,7 @@ def main(out: str, data: str) -> None:
         + ", ".join(f"{s}: {psnr(blurred[s], clean_test):.2f}" for s in BLUR_SIGMAS)
     )
 
-    rows = {
-        "original": clean_test,
-        "noisy": noisy_test,
-        f"blur\nsigma={best_sigma}": blurred[best_sigma],
-        "regressor": outputs["regressor (noisy->clean)"][0],
-        "denoising AE": outputs["denoising autoencoder"][0],
-    }
+    rows = {"original": clean_test} | {label: images for label, (_, images, _) in results.items()}
     fig = plot_image_rows(rows, n_images=10, cmap="gray_r", vmin=0.0, vmax=1.0)
     fig.suptitle(f"Held-out digits with Gaussian noise (sigma={NOISE_SIGMA}) and their denoisings")
     fig.savefig(out, dpi=100, bbox_inches="tight", pad_inches=0.1)

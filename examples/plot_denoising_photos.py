@@ -18,8 +18,8 @@ smooth, out-of-focus background, on which a blur is at its best. A PNG shows
 random and detailed test patches: original / noisy / blur / model.
 
 The settings (8000 small patches, a small network, 6 epochs) keep the run near a
-minute on 2 busy CPU cores; more epochs gain a few tenths of a dB. Run from the
-project root::
+minute on 2 busy CPU cores; the model is still improving when it stops, and more
+epochs help. Run from the project root::
 
     python examples/plot_denoising_photos.py [--out denoising_photos.png] [--threads 1]
 """

@@ -14,7 +14,8 @@ rough checks of the samples made with a 10-nearest-neighbour classifier on the
 training pixels: how many of the 10 classes the samples cover, and the mean share
 of a sample's 10 nearest training digits that agree with its predicted class (near
 1 for a clear digit, low for an ambiguous blob). It saves a PNG of the 80 samples,
-the mixture's above the VAE's.
+the mixture's above the VAE's. At this short training the VAE's samples are the
+more ambiguous ones: its prior covers codes that no training digit maps to.
 
 The settings (a small network, 8 epochs each) keep the run near a minute on 2 busy
 CPU cores. Run from the project root::

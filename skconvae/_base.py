@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, ProgressBar
 from skorch.utils import noop
 
 from ._data import HoldoutSplit
@@ -56,8 +56,25 @@ def check_filters(filters) -> tuple[int, ...]:
     return tuple(int(f) for f in values)
 
 
+def _check_optimizer_and_callbacks(estimator) -> None:
+    optimizer = estimator.optimizer
+    if not isinstance(optimizer, str) and not issubclass(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer must be one of {sorted(OPTIMIZERS)} or a torch.optim.Optimizer "
+            f"subclass such as torch.optim.Adagrad; got {optimizer!r}."
+        )
+    for entry in estimator.callbacks or []:
+        callback = entry[1] if isinstance(entry, tuple) and len(entry) == 2 else entry
+        if not isinstance(callback, Callback):
+            raise ValueError(
+                "callbacks must be a list of skorch callbacks or (name, callback) pairs, "
+                f"such as [('lr', skorch.callbacks.LRScheduler(...))]; got {entry!r}."
+            )
+
+
 def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
     """Keyword arguments of the skorch net that follow from the shared parameters."""
+    _check_optimizer_and_callbacks(estimator)
     callbacks = []
     if estimator.early_stopping:
         stopper = EarlyStopping(

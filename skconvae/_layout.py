@@ -83,6 +83,8 @@ def infer_layout(
     sample_shape: tuple[int, ...],
     image_shape: tuple[int, ...] | None,
     channels: str,
+    name: str = "image_shape",
+    data: str = "X",
 ) -> ImageLayout:
     """Infer the image layout from the per-sample shape of the training data.
 
@@ -94,13 +96,15 @@ def infer_layout(
         The user's ``image_shape`` parameter.
     channels : {"auto", "last", "first"}
         The user's ``channels`` parameter, used for 4-D input.
+    name, data : str
+        How error messages call the shape parameter and the data.
 
     Returns
     -------
     layout : ImageLayout
     """
     if image_shape is not None:
-        image_shape = _check_image_shape(image_shape)
+        image_shape = _check_image_shape(image_shape, name)
     input_ndim = len(sample_shape) + 1
 
     if input_ndim == 2:
@@ -113,8 +117,8 @@ def infer_layout(
         h, w, c = (*image_shape, 1)[:3]
         if h * w * c != n_features:
             raise ValueError(
-                f"image_shape={image_shape} holds {h * w * c} values per image, but X has "
-                f"{n_features} features. Pass an image_shape whose product is "
+                f"{name}={image_shape} holds {h * w * c} values per image, but {data} has "
+                f"{n_features} features. Pass a {name} whose product is "
                 f"{n_features}, such as (height, width) or (height, width, channels) "
                 "in the order of images.reshape(n_samples, -1)."
             )
@@ -129,8 +133,8 @@ def infer_layout(
         hwc = (layout.height, layout.width, layout.channels)
         if image_shape not in (hwc, hwc[:2] if layout.channels == 1 else hwc):
             raise ValueError(
-                f"image_shape={image_shape} does not match the images passed, whose "
-                f"(height, width, channels) is {hwc}. Pass image_shape=None for 3-D "
+                f"{name}={image_shape} does not match the images passed, whose "
+                f"(height, width, channels) is {hwc}. Pass {name}=None for 3-D "
                 "and 4-D input: the shape is read from the array."
             )
     return layout
@@ -147,7 +151,7 @@ def _layout_4d(sample_shape: tuple[int, ...], channels: str) -> ImageLayout:
     return ImageLayout(a, b, c, 4, False)
 
 
-def _check_image_shape(image_shape) -> tuple[int, ...]:
+def _check_image_shape(image_shape, name: str = "image_shape") -> tuple[int, ...]:
     try:
         shape = tuple(int(s) for s in image_shape)
         valid = (
@@ -159,7 +163,7 @@ def _check_image_shape(image_shape) -> tuple[int, ...]:
         valid = False
     if not valid:
         raise ValueError(
-            f"image_shape must be None, (height, width) or (height, width, channels) "
+            f"{name} must be None, (height, width) or (height, width, channels) "
             f"with positive integers; got {image_shape!r}."
         )
     return shape
@@ -249,9 +253,9 @@ def infer_target_layout(
         else:
             layout = ImageLayout(c, factor * h, factor * w, 2, input_layout.channels_last)
         if layout.n_features != n_features:
-            layout = infer_layout(sample_shape, None, channels)
+            layout = infer_layout(sample_shape, None, channels, "target_shape", "y")
     else:
-        layout = infer_layout(sample_shape, target_shape, channels)
+        layout = infer_layout(sample_shape, target_shape, channels, "target_shape", "y")
     c, h, w = input_layout.chw
     scale = layout.width // w
     if layout.height != scale * h or layout.width != scale * w or scale < 1:

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping
 
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
@@ -103,6 +104,12 @@ class AutoencoderNet(NeuralNet):
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
             # skorch's partial_fit swallows the interrupt silently and keeps the weights.
+            # skorch's EarlyStopping raises it too, to stop: that one is no interruption.
+            if any(
+                isinstance(cb, EarlyStopping) and cb.misses_ >= cb.patience
+                for _, cb in self.callbacks_
+            ):
+                raise
             done = sum("train_loss" in row for row in self.history[epochs_before:])
             warnings.warn(
                 f"Training was interrupted (KeyboardInterrupt) after {done} of "

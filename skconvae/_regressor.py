@@ -22,11 +22,12 @@ from ._data import as_compact_tensor
 from ._layout import flatten_samples, infer_layout, infer_target_layout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ImageToImageNet, ReconstructionLoss
+from ._persistence import PersistenceMixin
 from ._scaling import channel_extremes, fit_scaling
 from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
 
 
-class ConvAutoencoderRegressor(RegressorMixin, BaseEstimator):
+class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     """Image-to-image regression with a convolutional encoder-decoder.
 
     ``fit(X, y)`` learns to map images ``X`` to paired images ``y``: noisy to

@@ -5,6 +5,7 @@ import copy
 import pickle
 import threading
 import time
+import warnings
 from collections import namedtuple
 from types import SimpleNamespace
 
@@ -513,6 +514,17 @@ def test_ctrl_c_while_continuing_keeps_both_fits(digits):
         ae.fit(X)
     assert ae.net_ is not first and len(ae.net_.history) == 3
     assert np.isfinite(ae.transform(X)).all()
+
+
+def test_early_stopping_is_not_taken_for_ctrl_c(digits):
+    # skorch's EarlyStopping stops training by raising KeyboardInterrupt itself.
+    ae = ConvAutoencoderTransformer(
+        **{**FAST, "max_epochs": 15}, early_stopping=True, n_iter_no_change=1, lr=0.05
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FitInterruptedWarning)
+        ae.fit(digits[0][:300])
+    assert len(ae.net_.history) < 15
 
 
 def test_ctrl_c_before_training_starts_leaves_the_estimator_as_it_was(digits, monkeypatch):
