@@ -160,7 +160,15 @@ class ConvAutoencoder(nn.Module):
         """Decode codes to reconstructions before the output activation."""
         if self.latent_dim is not None:
             z = self.from_latent(z)
-        out = self.decoder(z.reshape(-1, *self.conv_code_shape))
+        feature_map = z.reshape(-1, *self.conv_code_shape)
+        if self.decoder[0].weight.is_contiguous(memory_format=torch.channels_last):
+            # Flat codes come back in the default layout: restore the module's format,
+            # or the whole decoder runs on the slower path.
+            feature_map = feature_map.contiguous(memory_format=torch.channels_last)
+        return self._decode_map(feature_map)
+
+    def _decode_map(self, feature_map: torch.Tensor) -> torch.Tensor:
+        out = self.decoder(feature_map)
         for dim, (size, padded) in enumerate(
             zip(self.input_size, self.padded_size, strict=True), start=2
         ):
@@ -178,6 +186,9 @@ class ConvAutoencoder(nn.Module):
 
     def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct normalised inputs, before the output activation."""
+        if self.latent_dim is None:
+            # The code is the feature map itself: skip flattening it and back.
+            return self._decode_map(self.encoder(_pad_to(x, self.input_size, self.padded_size)))
         return self.decode_logits(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
