@@ -201,7 +201,10 @@ class AutoencoderNet(NeuralNet):
         """Raw target batch -> normalised units (the module's target scaling if it has one)."""
         normalize = getattr(self.module_, "normalize_target", self.module_.normalize)
         y = targets.to(self.device, non_blocking=True).float()
-        y = y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y.flatten(2)
+        if self._is_image_module():
+            y = y.contiguous(memory_format=torch.channels_last)
+        else:
+            y = y.flatten(2)
         return normalize(y)
 
     def _from_network(self, y: torch.Tensor) -> torch.Tensor:

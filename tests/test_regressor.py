@@ -149,6 +149,7 @@ def test_clone_pickle_and_reproducibility(noisy_digits):
     )
 
 
+@pytest.mark.filterwarnings("error")  # a shape mismatch in the loss only warns in torch
 def test_one_dimensional_signals(digits):
     X, _ = digits
     signals = X[:, :60]  # 60 features: a 1-D signal
