@@ -188,24 +188,22 @@ class AutoencoderNet(NeuralNet):
             return data.to(self.device)
         return data.pin_memory()
 
-    def _to_network(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw ``(N, C, H, W)`` batch on any device -> normalised network input."""
+    def _to_network_layout(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw ``(N, C, H, W)`` batch on any device -> float on the device, in the module's
+        layout: ``channels_last`` images, or ``(N, C, L)`` signals."""
         x = images.to(self.device, non_blocking=True).float()
         if self._is_image_module():
-            x = x.contiguous(memory_format=torch.channels_last)
-        else:
-            x = x.flatten(2)
-        return self.module_.normalize(x)
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.flatten(2)
+
+    def _to_network(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw ``(N, C, H, W)`` batch on any device -> normalised network input."""
+        return self.module_.normalize(self._to_network_layout(images))
 
     def _target_to_network(self, targets: torch.Tensor) -> torch.Tensor:
         """Raw target batch -> normalised units (the module's target scaling if it has one)."""
         normalize = getattr(self.module_, "normalize_target", self.module_.normalize)
-        y = targets.to(self.device, non_blocking=True).float()
-        if self._is_image_module():
-            y = y.contiguous(memory_format=torch.channels_last)
-        else:
-            y = y.flatten(2)
-        return normalize(y)
+        return normalize(self._to_network_layout(targets))
 
     def _from_network(self, y: torch.Tensor) -> torch.Tensor:
         """Network output in normalised units -> ``(N, C, H, W)`` in data units."""

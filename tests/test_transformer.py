@@ -207,7 +207,7 @@ def test_odd_and_tiny_sizes_pad_and_crop(mnist, side, n_filters):
     assert recon.shape == crops.shape
 
 
-def test_lfw_faces(request):
+def test_lfw_faces():
     skimage_data = pytest.importorskip("skimage.data")
     faces = skimage_data.lfw_subset()  # 200 real 25x25 grey faces in [0, 1]
     ae, recon = _round_trip(faces, loss="bce", max_epochs=20, filters=(8, 4), batch_size=16)
