@@ -7,6 +7,7 @@ checks later inputs against it, and converts between the user's layout and the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -58,6 +59,24 @@ class ImageLayout:
         if not self.channels_last or c == 1:
             shapes.append((c, h, w))
         return shapes
+
+    def resized(self, sample_shape: tuple[int, ...]) -> ImageLayout | None:
+        """This layout for N-D samples of another height and width.
+
+        None when ``sample_shape`` cannot be such a sample: flat rows, another
+        number of dimensions, or other channels.
+        """
+        if self.input_ndim == 2 or len(sample_shape) + 1 != self.input_ndim:
+            return None
+        if self.input_ndim == 3:
+            (height, width), channels = sample_shape, 1
+        elif self.channels_last:
+            height, width, channels = sample_shape
+        else:
+            channels, height, width = sample_shape
+        if channels != self.channels:
+            return None
+        return dataclasses.replace(self, height=height, width=width)
 
     def to_nchw(self, flat: np.ndarray) -> np.ndarray:
         """View flat rows ``(N, n_features)`` as ``(N, C, H, W)`` without copying."""

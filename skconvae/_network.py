@@ -217,8 +217,9 @@ class ImageToImageNet(nn.Module):
 
     The encoder is ``len(filters)`` stages of two convolutions with a max-pool
     between stages; the decoder upsamples back, concatenating the encoder's
-    feature map of the same size (skip connections); ``scale > 1`` adds
-    upsampling stages before the output convolution. With ``residual=True`` the
+    feature map of the same size (skip connections); with ``scale > 1`` the output
+    convolution predicts ``scale**2`` values per pixel that a pixel shuffle
+    interleaves into the larger image. With ``residual=True`` the
     network predicts the difference to the input, or to its bicubic (linear for
     1-D) interpolation when upscaling -- the known way to beat classical filters.
 
@@ -227,7 +228,8 @@ class ImageToImageNet(nn.Module):
     in_channels, out_channels : int
         Channels of input and output images.
     input_size : tuple of int
-        ``(height, width)``, or ``(length,)`` for 1-D signals.
+        ``(height, width)``, or ``(length,)`` for 1-D signals, of the training
+        images; the network is fully convolutional and accepts other sizes too.
     scale : int, default=1
         Integer upscaling factor from input to output.
     filters : sequence of int, default=(32, 64)
@@ -246,6 +248,8 @@ class ImageToImageNet(nn.Module):
     >>> net = ImageToImageNet(in_channels=3, out_channels=3, input_size=(15, 20), scale=2)
     >>> net(torch.zeros(2, 3, 15, 20)).shape
     torch.Size([2, 3, 30, 40])
+    >>> net(torch.zeros(1, 3, 41, 64)).shape            # any size: fully convolutional
+    torch.Size([1, 3, 82, 128])
     """
 
     def __init__(
@@ -266,7 +270,6 @@ class ImageToImageNet(nn.Module):
     ):
         super().__init__()
         self.input_size = tuple(int(s) for s in input_size)
-        self.output_size = tuple(s * scale for s in self.input_size)
         self.scale = scale
         self.skip_connections = skip_connections
         self.residual = residual and in_channels == out_channels
@@ -274,8 +277,7 @@ class ImageToImageNet(nn.Module):
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[spatial]
         self._pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial](2)
         self._interpolation = {1: "linear", 2: "bicubic"}[spatial]
-        factor = 2 ** (len(filters) - 1)
-        self.padded_size = tuple(math.ceil(s / factor) * factor for s in self.input_size)
+        self._factor = 2 ** (len(filters) - 1)
 
         def block(c_in, c_out):
             return nn.Sequential(
@@ -294,14 +296,11 @@ class ImageToImageNet(nn.Module):
         for width in reversed(filters[:-1]):
             self.up.append(block(channels + (width if skip_connections else 0), width))
             channels = width
-        upscale = []
-        for _ in range(_upscale_stages(scale)[0]):
-            upscale += [nn.Upsample(scale_factor=2, mode="nearest"), *block(channels, channels)]
-        if _upscale_stages(scale)[1] > 1:
-            odd = _upscale_stages(scale)[1]
-            upscale += [nn.Upsample(scale_factor=odd, mode="nearest"), *block(channels, channels)]
-        self.upscale = nn.Sequential(*upscale)
-        self.head = conv(channels, out_channels, kernel_size, padding="same")
+        # Sub-pixel upscaling (Shi et al. 2016, ESPCN): the head predicts
+        # ``scale ** spatial`` values per output channel at the input's resolution
+        # and a pixel shuffle interleaves them, so every convolution runs on the
+        # small grid.
+        self.head = conv(channels, out_channels * scale**spatial, kernel_size, padding="same")
 
         stats_shape = (1, -1) + (1,) * spatial
         for name, values, channels_ in [
@@ -327,8 +326,14 @@ class ImageToImageNet(nn.Module):
         return (y - self.target_shift) / self.target_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map normalised inputs to outputs in normalised target units."""
-        h = _pad_to(x, self.input_size, self.padded_size)
+        """Map normalised inputs to outputs in normalised target units.
+
+        The network is fully convolutional: inputs of any size work, not only
+        ``input_size``; each output side is ``scale`` times the input's.
+        """
+        size = tuple(x.shape[2:])
+        padded = tuple(math.ceil(s / self._factor) * self._factor for s in size)
+        h = _pad_to(x, size, padded)
         skips = []
         for i, stage in enumerate(self.down):
             if i:
@@ -338,12 +343,9 @@ class ImageToImageNet(nn.Module):
         for stage, skip in zip(self.up, reversed(skips[:-1]), strict=True):
             h = F.interpolate(h, size=skip.shape[2:], mode="nearest")
             h = stage(torch.cat([h, skip], dim=1) if self.skip_connections else h)
-        out = self.head(self.upscale(h))
-        offsets = tuple(
-            (p - s) // 2 * self.scale
-            for s, p in zip(self.input_size, self.padded_size, strict=True)
-        )
-        out = _crop_to(out, self.output_size, offsets)
+        out = _pixel_shuffle(self.head(h), self.scale)
+        offsets = tuple((p - s) // 2 * self.scale for s, p in zip(size, padded, strict=True))
+        out = _crop_to(out, tuple(s * self.scale for s in size), offsets)
         if self.residual:
             base = x
             if self.scale > 1:
@@ -356,13 +358,15 @@ class ImageToImageNet(nn.Module):
         return out
 
 
-def _upscale_stages(scale: int) -> tuple[int, int]:
-    """Split ``scale`` into a number of 2x stages and a remaining odd factor."""
-    twos = 0
-    while scale % 2 == 0:
-        scale //= 2
-        twos += 1
-    return twos, scale
+def _pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Rearrange ``(N, C * scale**d, *size)`` into ``(N, C, *(size * scale))``, d = 1 or 2."""
+    if scale == 1:
+        return x
+    if x.dim() == 4:
+        return F.pixel_shuffle(x, scale)
+    n, channels, length = x.shape
+    x = x.reshape(n, channels // scale, scale, length)
+    return x.transpose(2, 3).reshape(n, channels // scale, length * scale)
 
 
 class ReconstructionLoss(nn.Module):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import StrOptions
-from sklearn.utils.validation import check_array, check_consistent_length, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._base import (
     SHARED_CONSTRAINTS,
@@ -238,6 +244,11 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     def predict(self, X):
         """Predict target images for ``X``.
 
+        The network is fully convolutional, so 3-D or 4-D images of another
+        height and width than at ``fit`` (same channels and layout) work too: a
+        model trained on patches upscales or cleans whole images. Flat rows must
+        have the fitted number of features.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
@@ -247,14 +258,47 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         -------
         y_pred : ndarray, dtype float32
             Images in the layout and units of the training targets, clipped to
-            their range.
+            their range; each side ``scale_`` times the input's.
         """
-        images = validate_images(self, X, getattr(self, "_layout", None))
-        predicted = self.net_.reconstruct(images, self.target_shape_)
+        images, target_layout = self._validate_inputs(X)
+        predicted = self.net_.reconstruct(images, target_layout.chw)
         low = self.target_min_.astype(np.float32)[None, :, None, None]
         high = self.target_max_.astype(np.float32)[None, :, None, None]
         np.clip(predicted, low, high, out=predicted)
-        return self._target_layout.from_nchw(predicted)
+        return target_layout.from_nchw(predicted)
+
+    def _validate_inputs(self, X):
+        """``(N, C, H, W)`` inputs and the layout of their predictions."""
+        check_is_fitted(self)
+        flat, sample_shape = flatten_samples(X)
+        fitted = self._layout
+        layout = fitted.resized(sample_shape) if sample_shape else None
+        if layout is None and sample_shape and fitted.input_ndim > 2:
+            if sample_shape not in fitted.accepted_sample_shapes():
+                c = fitted.channels
+                expected = (
+                    "(height, width)"
+                    if fitted.input_ndim == 3
+                    else f"(height, width, {c})"
+                    if fitted.channels_last
+                    else f"({c}, height, width)"
+                )
+                raise ValueError(
+                    f"X holds samples of shape {sample_shape}, but this regressor was fitted "
+                    f"on images whose samples have shape {expected}, any height and width. "
+                    f"Pass images in that layout, with {c} channel(s)."
+                )
+        if layout is None or layout == fitted:
+            return validate_images(self, X, fitted), self._target_layout
+        flat = check_array(flat, dtype="numeric")
+        # Targets keep their fitted ratio to the inputs (1 along a signal's height).
+        target = self._target_layout
+        target_layout = dataclasses.replace(
+            target,
+            height=target.height // fitted.height * layout.height,
+            width=target.width // fitted.width * layout.width,
+        )
+        return layout.to_nchw(flat), target_layout
 
     def score(self, X, y, sample_weight=None):
         """R^2 of the predicted pixels, each pixel's R^2 weighted by its variance.

@@ -5,6 +5,8 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 from sklearn.base import clone
 from sklearn.datasets import load_sample_images
 from sklearn.metrics import r2_score
@@ -83,9 +85,7 @@ def test_super_resolution_nhwc_in_nhwc_out(photo_pairs):
 
 
 def test_residual_upscaling_starts_from_bicubic(photo_pairs):
-    """Before training, a zeroed residual branch predicts the bicubic upscaling itself."""
-    import torch
-
+    """A zeroed residual branch predicts the bicubic upscaling itself."""
     lr, hr = photo_pairs
     model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 1}).fit(lr, hr)
     with torch.no_grad():
@@ -93,9 +93,7 @@ def test_residual_upscaling_starts_from_bicubic(photo_pairs):
         model.net_.module_.head.bias.zero_()
     pred = model.predict(lr[:2])
     x = torch.from_numpy(lr[:2].transpose(0, 3, 1, 2)).float()
-    bicubic = torch.nn.functional.interpolate(
-        x, scale_factor=2, mode="bicubic", align_corners=False
-    )
+    bicubic = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     expected = np.clip(bicubic.numpy().transpose(0, 2, 3, 1), hr.min(), hr.max())
     np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-3)
 
@@ -106,6 +104,34 @@ def test_flat_targets_fold_by_integer_factor(photo_pairs):
     model = ConvAutoencoderRegressor(**FAST, image_shape=(8, 8, 3)).fit(flat_lr, flat_hr)
     assert model.target_shape_ == (3, 16, 16)
     assert model.predict(flat_lr[:3]).shape == (3, 16 * 16 * 3)
+
+
+def test_predicts_images_of_any_size(photo_pairs, noisy_digits):
+    """Fully convolutional: a model fitted on 8x8 patches upscales a whole 64x64 image,
+    and away from the borders that equals upscaling a tile of it."""
+    lr, hr = photo_pairs
+    model = ConvAutoencoderRegressor(**FAST).fit(lr, hr)
+    china = load_sample_images().images[0][100:228, 200:328].astype(np.float32)
+    whole_lr = china.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+    whole = model.predict(whole_lr[None])
+    assert whole.shape == (1, 128, 128, 3)
+    tile = model.predict(whole_lr[None, 8:56, 8:56])  # offset on the pooling grid
+    assert tile.shape == (1, 96, 96, 3)
+    # Low-resolution pixels 16 away from the tile's edges see no padding in either.
+    np.testing.assert_allclose(tile[0, 32:64, 32:64], whole[0, 48:80, 48:80], atol=1e-3)
+    # Aligned with the image: a zeroed residual branch gives its bicubic upscaling.
+    with torch.no_grad():
+        model.net_.module_.head.weight.zero_()
+        model.net_.module_.head.bias.zero_()
+    x = torch.from_numpy(whole_lr.transpose(2, 0, 1)[None])
+    bicubic = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    expected = bicubic.numpy()[0].transpose(1, 2, 0)
+    expected = np.clip(expected, model.target_min_, model.target_max_)  # per channel
+    np.testing.assert_allclose(model.predict(whole_lr[None])[0], expected, atol=1e-3)
+
+    noisy, clean = noisy_digits
+    grey = ConvAutoencoderRegressor(**FAST).fit(noisy[:200], clean[:200])
+    assert grey.predict(noisy[:3, :20, :15]).shape == (3, 20, 15)
 
 
 def test_target_shape_for_flat_targets(noisy_digits):
