@@ -102,6 +102,30 @@ def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
     }
 
 
+def continue_training(net, estimator, seed: int):
+    """A copy of a fitted skorch net that trains on under the estimator's current
+    training parameters (``warm_start``).
+
+    Weights, scaling and history carry over, and so does the optimizer's state
+    unless ``optimizer`` changed; ``lr``, ``max_epochs``, ``batch_size``,
+    ``callbacks``, early stopping and ``verbose`` follow ``set_params``. The net
+    stays on the device it was fitted on.
+    """
+    net = copy.deepcopy(net)
+    kwargs = skorch_training_kwargs(estimator, net.device, seed)
+    optimizer, lr = kwargs.pop("optimizer"), kwargs.pop("lr")
+    for name in ("max_epochs", "batch_size", "train_split", "verbose", "seed", "precision"):
+        setattr(net, name, kwargs[name])
+    net.callbacks = kwargs["callbacks"]
+    net.initialize_callbacks()
+    if optimizer is not net.optimizer:
+        net.optimizer, net.lr = optimizer, lr
+        net.initialize_optimizer()
+    else:
+        net.set_params(lr=lr)  # in the optimizer's parameter groups, keeping its state
+    return net
+
+
 def network_input_size(layout: ImageLayout) -> tuple[int, ...]:
     """Spatial size the torch module sees: ``(length,)`` for signals, else ``(H, W)``."""
     return (layout.width,) if layout.is_signal else (layout.height, layout.width)

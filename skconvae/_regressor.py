@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import ClassVar
 
@@ -20,6 +19,7 @@ from sklearn.utils.validation import (
 from ._base import (
     SHARED_CONSTRAINTS,
     check_filters,
+    continue_training,
     network_input_size,
     skorch_training_kwargs,
     validate_images,
@@ -209,7 +209,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         )
         with seeded_torch(seed, device), cuda_autotune(device.startswith("cuda")):
             if continuing:
-                net = copy.deepcopy(self.net_)
+                net = continue_training(self.net_, self, seed)
             else:
                 net = AutoencoderNet(
                     ImageToImageNet,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from ._base import (
     SHARED_CONSTRAINTS,
     check_filters,
+    continue_training,
     network_input_size,
     skorch_training_kwargs,
     validate_images,
@@ -133,7 +133,12 @@ class ConvAutoencoderTransformer(
         at each ``fit``.
     warm_start : bool, default=False
         Continue training the fitted network on the next ``fit`` instead of
-        starting afresh (when the image geometry is unchanged).
+        starting afresh (when the image geometry is unchanged). Training
+        parameters changed with ``set_params`` in between (``lr``,
+        ``max_epochs``, ``batch_size``, ``optimizer``, ``callbacks``, early
+        stopping) apply to the continued training; the optimizer's state carries
+        over unless ``optimizer`` changed. The network's architecture, scaling and
+        device stay those of the first fit.
 
     Attributes
     ----------
@@ -279,7 +284,7 @@ class ConvAutoencoderTransformer(
 
         with seeded_torch(seed, device), cuda_autotune(device.startswith("cuda")):
             if continuing:
-                net = copy.deepcopy(self.net_)
+                net = continue_training(self.net_, self, seed)
             else:
                 net = self._build_net(layout, filters, scaling, images, device, seed)
                 net.initialize()

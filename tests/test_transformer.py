@@ -314,6 +314,28 @@ def test_warm_start_continues_training(digits):
     assert len(cold.net_.history) == FAST["max_epochs"]
 
 
+def test_warm_start_follows_changed_training_params(digits):
+    """set_params between warm fits changes how training continues, as in scikit-learn."""
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST, warm_start=True).fit(X)
+    adam_steps = _adam_steps(ae)
+    ae.set_params(lr=0.01, max_epochs=3, batch_size=256).fit(X)
+    assert len(ae.net_.history) == FAST["max_epochs"] + 3
+    assert {g["lr"] for g in ae.net_.optimizer_.param_groups} == {0.01}
+    assert len(ae.net_.history[-1, "batches"]) == -(-len(X) // 256)
+    # Same optimizer: Adam's moment estimates carry over.
+    assert _adam_steps(ae) == adam_steps + 3 * -(-len(X) // 256)
+    ae.set_params(optimizer="sgd", max_epochs=1).fit(X)
+    assert isinstance(ae.net_.optimizer_, torch.optim.SGD)
+    assert ae.net_.optimizer_.param_groups[0]["lr"] == 0.01
+    assert len(ae.net_.history) == FAST["max_epochs"] + 4
+
+
+def _adam_steps(ae) -> int:
+    state = ae.net_.optimizer_.state
+    return int(next(iter(state.values()))["step"])
+
+
 def test_callbacks_are_passed_to_skorch(digits):
     from skorch.callbacks import Callback
 
