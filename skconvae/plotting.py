@@ -370,6 +370,7 @@ def plot_samples(
     *,
     image_shape: tuple[int, ...] | None = None,
     n_cols: int = 10,
+    cmap: str | Colormap = "gray",
 ) -> Figure:
     """Draw images (such as generated samples) in a grid, ``n_cols`` per row.
 
@@ -384,6 +385,8 @@ def plot_samples(
         ``(height, width)`` or ``(height, width, channels)`` of flat rows.
     n_cols : int, default=10
         Number of images per row of the grid.
+    cmap : str or Colormap, default="gray"
+        Colour map of grey images (``"gray_r"`` draws dark digits on white).
 
     Returns
     -------
@@ -405,7 +408,7 @@ def plot_samples(
     row = _as_row(images, image_shape, "images")
     vmin, vmax = _default_limits(row)
     chunks = [_Row(row.kind, row.data[i : i + n_cols]) for i in range(0, len(row), n_cols)]
-    return _draw_grid(chunks, [None] * len(chunks), {}, vmin=vmin, vmax=vmax)
+    return _draw_grid(chunks, [None] * len(chunks), {}, cmap=cmap, vmin=vmin, vmax=vmax)
 
 
 # -- image input -----------------------------------------------------------------------

@@ -398,7 +398,10 @@ def test_samples_grid(mnist, tmp_path):
     assert all(_drawn(ax).shape == (28, 28) for ax in fig.axes)
     # One colour scale for every sample.
     assert {ax.images[0].get_clim() for ax in fig.axes} == {(0, 255)}
+    assert {ax.images[0].get_cmap().name for ax in fig.axes} == {"gray"}
     _save(fig, tmp_path / "samples.png")
+    inverted = plot_samples(images[:3], cmap="gray_r")
+    assert {ax.images[0].get_cmap().name for ax in inverted.axes} == {"gray_r"}
 
 
 def test_samples_in_colour_and_flat(photo_patches):
