@@ -38,11 +38,14 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
 
     ``fit(X, y)`` learns to map images ``X`` to paired images ``y``: noisy to
     clean (denoising), low to high resolution (``y`` larger than ``X`` by an
-    integer factor: the decoder adds upsampling stages), or other translations.
-    The network is U-Net-like: encoder stages with max-pooling, a decoder that
-    upsamples and concatenates the encoder's feature maps (skip connections),
-    and, by default, a residual output over the input -- or over its bicubic
-    interpolation when upscaling -- so the network learns only the correction.
+    integer factor: the last convolution predicts ``factor**2`` values per input
+    pixel, interleaved by a pixel shuffle), or other translations. The network
+    is U-Net-like: encoder stages with max-pooling, a decoder that upsamples and
+    concatenates the encoder's feature maps (skip connections), and, by default,
+    a residual output over the input -- or over its bicubic interpolation when
+    upscaling -- so the network learns only the correction. It is fully
+    convolutional: ``predict`` takes images of any size, so a model trained on
+    patches processes whole images.
 
     Parameters
     ----------
