@@ -19,7 +19,7 @@ The settings (a small network with a 16-feature bottleneck, 8 and 30 epochs) kee
 the run well under a minute on 2 busy CPU cores. Run from the project root::
 
     python examples/plot_anomalies.py [--out anomalies.png] [--digit 0]
-        [--data ../shared/data/mnist_test10k.npz] [--threads 1]
+        [--data ../shared/data/mnist_test10k.npz] [--threads N]
 """
 
 import argparse
@@ -129,9 +129,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads; 1 is fastest on a busy machine (default: 1)",
+        default=None,
+        help="torch CPU threads (default: torch's own choice, one per core)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     main(args.out, args.data, args.digit)

@@ -20,7 +20,7 @@ CPU cores; wider networks gain a few tenths of a dB (the autoencoder with
 ``filters=(16, 32)``: 19.1 dB, in twice the time). Run from the project root::
 
     python examples/plot_denoising_mnist.py [--out denoising_mnist.png]
-        [--data ../shared/data/mnist_test10k.npz] [--threads 1]
+        [--data ../shared/data/mnist_test10k.npz] [--threads N]
 """
 
 import argparse
@@ -117,9 +117,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads; 1 is fastest on a busy machine (default: 1)",
+        default=None,
+        help="torch CPU threads (default: torch's own choice, one per core)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     main(args.out, args.data)

@@ -21,7 +21,7 @@ The settings (8000 small patches, a small network, 6 epochs) keep the run near a
 minute on 2 busy CPU cores; the model is still improving when it stops, and more
 epochs help. Run from the project root::
 
-    python examples/plot_denoising_photos.py [--out denoising_photos.png] [--threads 1]
+    python examples/plot_denoising_photos.py [--out denoising_photos.png] [--threads N]
 """
 
 import argparse
@@ -151,9 +151,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads; 1 is fastest on a busy machine (default: 1)",
+        default=None,
+        help="torch CPU threads (default: torch's own choice, one per core)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     main(args.out)

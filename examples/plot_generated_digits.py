@@ -21,7 +21,7 @@ The settings (a small network, 8 epochs each) keep the run near a minute on 2 bu
 CPU cores. Run from the project root::
 
     python examples/plot_generated_digits.py [--out generated_digits.png]
-        [--data ../shared/data/mnist_test10k.npz] [--threads 1]
+        [--data ../shared/data/mnist_test10k.npz] [--threads N]
 """
 
 import argparse
@@ -97,9 +97,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads; 1 is fastest on a busy machine (default: 1)",
+        default=None,
+        help="torch CPU threads (default: torch's own choice, one per core)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     main(args.out, args.data)

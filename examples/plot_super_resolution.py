@@ -27,7 +27,7 @@ on the flower (0.4 dB on china); ``benchmarks/bench_quality.py --only superres``
 trains the same recipe longer (4000 patches, 6 epochs) and gains 0.6 dB on the
 flower. Run from the project root::
 
-    python examples/plot_super_resolution.py [--out super_resolution.png] [--threads 2]
+    python examples/plot_super_resolution.py [--out super_resolution.png] [--threads N]
 """
 
 import argparse
@@ -190,9 +190,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--threads",
         type=int,
-        default=2,
-        help="torch CPU threads (default: 2)",
+        default=None,
+        help="torch CPU threads (default: torch's own choice, one per core)",
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     main(args.out)
