@@ -175,6 +175,17 @@ def test_clone_pickle_and_reproducibility(noisy_digits):
     )
 
 
+def test_warm_start_continues_with_changed_lr(noisy_digits):
+    noisy, clean = noisy_digits
+    model = ConvAutoencoderRegressor(**FAST, warm_start=True).fit(noisy[:300], clean[:300])
+    model.set_params(lr=3e-4, max_epochs=1).fit(noisy[:300], clean[:300])
+    assert len(model.net_.history) == FAST["max_epochs"] + 1
+    assert model.net_.optimizer_.param_groups[0]["lr"] == 3e-4
+    # Continued, not restarted: lower loss than the same epoch from scratch.
+    cold = clone(model).set_params(warm_start=False).fit(noisy[:300], clean[:300])
+    assert model.net_.history[-1, "train_loss"] < cold.net_.history[-1, "train_loss"]
+
+
 @pytest.mark.filterwarnings("error")  # a shape mismatch in the loss only warns in torch
 def test_one_dimensional_signals(digits):
     X, _ = digits
