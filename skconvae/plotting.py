@@ -25,7 +25,6 @@ scale per row, so the images of a row compare).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,8 @@ from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
+
+from ._layout import infer_layout
 
 try:
     import matplotlib
@@ -498,20 +499,12 @@ def _as_row(images, image_shape, name: str) -> _Row:
 
 
 def _fold_flat(array: np.ndarray, shape, name: str) -> _Row:
-    n, n_features = array.shape
-    if shape is None:
-        side = math.isqrt(n_features)
-        if side * side == n_features:
-            return _Row("grey", array.reshape(n, side, side))
+    # The estimators' rule: a square number of features is a grey image, any other
+    # count a 1-D signal, unless image_shape says how rows fold.
+    layout = infer_layout(array.shape[1:], shape, "auto", data=name)
+    if shape is None and layout.height != layout.width:  # not square: (1, n_features)
         return _Row("signal", array)
-    height, width, channels = (*shape, 1)[:3]
-    if height * width * channels != n_features:
-        raise ValueError(
-            f"image_shape={shape} holds {height * width * channels} values per image, but "
-            f"the rows of {name} have {n_features}. Pass an image_shape whose product is "
-            f"{n_features}, in the order of images.reshape(n, -1)."
-        )
-    return _image_row(array.reshape(n, height, width, channels))
+    return _image_row(array.reshape(len(array), layout.height, layout.width, layout.channels))
 
 
 def _channels_last(array: np.ndarray, shape, name: str) -> np.ndarray:
