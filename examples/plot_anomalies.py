@@ -19,11 +19,12 @@ The settings (a small network with a 16-feature bottleneck, 8 and 30 epochs) kee
 the run well under a minute on 2 busy CPU cores. Run from the project root::
 
     python examples/plot_anomalies.py [--out anomalies.png] [--digit 0]
-        [--data ../shared/data/mnist_test10k.npz] [--threads N]
+        [--data PATH.npz] [--threads N]
 """
 
 import argparse
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -39,6 +40,28 @@ from skconvae.plotting import plot_image_rows
 N_TRAIN = 8000
 LATENT_DIM = 16
 N_SHOWN = 10
+
+
+DEFAULT_DATA = Path("../shared/data/mnist_test10k.npz")
+
+
+def load_mnist(data: str | None | None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test digits as uint8 ``(N, 28, 28)`` images and their labels.
+
+    Read from ``data`` (an ``.npz`` with ``images`` and ``labels``), else from
+    ``../shared/data/mnist_test10k.npz`` when it exists, else downloaded once by
+    :func:`sklearn.datasets.fetch_openml` into scikit-learn's data cache (the last
+    10,000 rows of ``mnist_784`` are the same test set).
+    """
+    path = Path(data) if data else DEFAULT_DATA
+    if data or path.exists():
+        mnist = np.load(path)
+        return mnist["images"], mnist["labels"]
+    from sklearn.datasets import fetch_openml
+
+    print("MNIST not found locally: fetching mnist_784 from OpenML (cached after the first run)")
+    X, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False)
+    return X[-10_000:].reshape(-1, 28, 28).astype(np.uint8), y[-10_000:].astype(np.uint8)
 
 
 def make_autoencoder(max_epochs: int) -> ConvAutoencoderTransformer:
@@ -60,10 +83,9 @@ def pca_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return -np.mean((pca.inverse_transform(pca.transform(flat)) - flat) ** 2, axis=1)
 
 
-def main(out: str, data: str, digit: int) -> None:
-    mnist = np.load(data)
-    images = mnist["images"].astype(np.float32) / 255.0
-    labels = mnist["labels"]
+def main(out: str, data: str | None, digit: int) -> None:
+    images, labels = load_mnist(data)
+    images = images.astype(np.float32) / 255.0
     train, test = images[:N_TRAIN], images[N_TRAIN:]
     train_labels, test_labels = labels[:N_TRAIN], labels[N_TRAIN:]
 
@@ -122,7 +144,12 @@ def main(out: str, data: str, digit: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="anomalies.png")
-    parser.add_argument("--data", default="../shared/data/mnist_test10k.npz")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="MNIST test set .npz (default: ../shared/data/mnist_test10k.npz when present, "
+        "else fetch_openml)",
+    )
     parser.add_argument(
         "--digit", type=int, default=0, choices=range(10), help="normal class of the one-class part"
     )

@@ -20,11 +20,12 @@ CPU cores; wider networks gain a few tenths of a dB (the autoencoder with
 ``filters=(16, 32)``: 19.1 dB, in twice the time). Run from the project root::
 
     python examples/plot_denoising_mnist.py [--out denoising_mnist.png]
-        [--data ../shared/data/mnist_test10k.npz] [--threads N]
+        [--data PATH.npz] [--threads N]
 """
 
 import argparse
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -41,14 +42,36 @@ NOISE_SIGMA = 0.5
 BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0)
 
 
+DEFAULT_DATA = Path("../shared/data/mnist_test10k.npz")
+
+
+def load_mnist(data: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test digits as uint8 ``(N, 28, 28)`` images and their labels.
+
+    Read from ``data`` (an ``.npz`` with ``images`` and ``labels``), else from
+    ``../shared/data/mnist_test10k.npz`` when it exists, else downloaded once by
+    :func:`sklearn.datasets.fetch_openml` into scikit-learn's data cache (the last
+    10,000 rows of ``mnist_784`` are the same test set).
+    """
+    path = Path(data) if data else DEFAULT_DATA
+    if data or path.exists():
+        mnist = np.load(path)
+        return mnist["images"], mnist["labels"]
+    from sklearn.datasets import fetch_openml
+
+    print("MNIST not found locally: fetching mnist_784 from OpenML (cached after the first run)")
+    X, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False)
+    return X[-10_000:].reshape(-1, 28, 28).astype(np.uint8), y[-10_000:].astype(np.uint8)
+
+
 def psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of images on the [0, 1] scale."""
     mse = np.mean((np.asarray(estimate, dtype=np.float64) - truth) ** 2)
     return float(10 * np.log10(1.0 / mse))
 
 
-def main(out: str, data: str) -> None:
-    clean = np.load(data)["images"].astype(np.float32) / 255.0
+def main(out: str, data: str | None) -> None:
+    clean = load_mnist(data)[0].astype(np.float32) / 255.0
     rng = np.random.default_rng(0)
     noisy = np.clip(clean + rng.normal(0.0, NOISE_SIGMA, clean.shape), 0.0, 1.0)
     noisy = noisy.astype(np.float32)
@@ -113,7 +136,12 @@ def main(out: str, data: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="denoising_mnist.png")
-    parser.add_argument("--data", default="../shared/data/mnist_test10k.npz")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="MNIST test set .npz (default: ../shared/data/mnist_test10k.npz when present, "
+        "else fetch_openml)",
+    )
     parser.add_argument(
         "--threads",
         type=int,

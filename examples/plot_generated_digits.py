@@ -21,11 +21,12 @@ The settings (a small network, 8 epochs each) keep the run near a minute on 2 bu
 CPU cores. Run from the project root::
 
     python examples/plot_generated_digits.py [--out generated_digits.png]
-        [--data ../shared/data/mnist_test10k.npz] [--threads N]
+        [--data PATH.npz] [--threads N]
 """
 
 import argparse
 import time
+from pathlib import Path
 
 import matplotlib
 
@@ -43,10 +44,31 @@ N_SAMPLES = 40
 N_COLS = 10
 
 
-def main(out: str, data: str) -> None:
-    mnist = np.load(data)
-    images = mnist["images"].astype(np.float32) / 255.0
-    labels = mnist["labels"]
+DEFAULT_DATA = Path("../shared/data/mnist_test10k.npz")
+
+
+def load_mnist(data: str | None | None) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 MNIST test digits as uint8 ``(N, 28, 28)`` images and their labels.
+
+    Read from ``data`` (an ``.npz`` with ``images`` and ``labels``), else from
+    ``../shared/data/mnist_test10k.npz`` when it exists, else downloaded once by
+    :func:`sklearn.datasets.fetch_openml` into scikit-learn's data cache (the last
+    10,000 rows of ``mnist_784`` are the same test set).
+    """
+    path = Path(data) if data else DEFAULT_DATA
+    if data or path.exists():
+        mnist = np.load(path)
+        return mnist["images"], mnist["labels"]
+    from sklearn.datasets import fetch_openml
+
+    print("MNIST not found locally: fetching mnist_784 from OpenML (cached after the first run)")
+    X, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False)
+    return X[-10_000:].reshape(-1, 28, 28).astype(np.uint8), y[-10_000:].astype(np.uint8)
+
+
+def main(out: str, data: str | None) -> None:
+    images, labels = load_mnist(data)
+    images = images.astype(np.float32) / 255.0
     train, test = images[:N_TRAIN], images[N_TRAIN:]
     judge = KNeighborsClassifier(n_neighbors=10).fit(train.reshape(N_TRAIN, -1), labels[:N_TRAIN])
 
@@ -93,7 +115,12 @@ def main(out: str, data: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="generated_digits.png")
-    parser.add_argument("--data", default="../shared/data/mnist_test10k.npz")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="MNIST test set .npz (default: ../shared/data/mnist_test10k.npz when present, "
+        "else fetch_openml)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
