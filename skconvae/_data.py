@@ -112,45 +112,92 @@ class HoldoutSplit:
         return dataset.subset(order[n_valid:]), dataset.subset(order[:n_valid])
 
 
+# Inference releases the pages of a memory-mapped input every this many bytes read.
+RELEASE_INTERVAL_BYTES = 64 * 2**20
+
+# np.memmap modes whose pages can be dropped without losing anything: read-only and
+# shared mappings keep every byte in the file's page cache. A copy-on-write ("c")
+# mapping keeps the caller's edits only in its private pages: never drop those.
+_RELEASABLE_MODES = frozenset({"r", "r+", "w+"})
+
+
 class MappedPages:
     """Keep a memory-mapped input from filling this process's resident memory.
 
     Reading an ``np.memmap`` maps its pages into the process; on a file larger
-    than RAM they would pile up. Inference passes through the data once, so every
-    ``every_bytes`` read the mapping's pages are dropped (``MADV_DONTNEED``): they
-    stay in the OS page cache and are simply mapped again if read again.
+    than RAM they would pile up. Inference reads the input once, front to back:
+    every ``every_bytes`` read, the pages of the rows read since the last release
+    are dropped (``MADV_DONTNEED``). They stay in the OS page cache and are simply
+    mapped again if read again.
+
+    Only pages that cannot hold data of their own are dropped: those of
+    read-only (``mode="r"``) or shared (``"r+"``, ``"w+"``) file mappings, whose
+    every byte lives in the file's page cache. A copy-on-write mapping
+    (``mode="c"``, ``MAP_PRIVATE``) keeps the caller's edits in private pages that
+    dropping would discard, and a bare ``mmap`` cannot be classified: for those,
+    and for anything not backed by a mapping, this is a no-op. Nothing outside
+    the rows read is touched.
 
     Parameters
     ----------
     array : ndarray
-        The input; anything not backed by an ``mmap`` makes this a no-op.
-    every_bytes : int, default=64 MiB
+        The input, read along its first axis from the start.
+    every_bytes : int or None, default=None
+        Release interval; ``None`` means ``RELEASE_INTERVAL_BYTES`` (64 MiB).
     """
 
-    def __init__(self, array, every_bytes: int = 64 * 2**20):
-        self.mapping = _find_mmap(array) if hasattr(mmap, "MADV_DONTNEED") else None
-        self.every_bytes = every_bytes
+    def __init__(self, array, every_bytes: int | None = None):
+        self.array = array
+        self.mapping = _releasable_mmap(array) if hasattr(mmap, "MADV_DONTNEED") else None
+        self.every_bytes = RELEASE_INTERVAL_BYTES if every_bytes is None else every_bytes
+        self._row_bytes = array[:1].nbytes if self.mapping is not None and len(array) else 0
         self._pending = 0
+        self._rows_read = 0
+        self._rows_released = 0
 
     def consumed(self, nbytes: int) -> None:
-        """Record that ``nbytes`` more of the input were read."""
-        if self.mapping is None:
+        """Record that the next ``nbytes`` of the input (whole rows) were read."""
+        if self.mapping is None or not self._row_bytes:
             return
         self._pending += nbytes
+        self._rows_read = min(len(self.array), self._rows_read + nbytes // self._row_bytes)
         if self._pending >= self.every_bytes:
-            self.mapping.madvise(mmap.MADV_DONTNEED)
+            self._release(self._rows_released, self._rows_read)
+            self._rows_released = self._rows_read
             self._pending = 0
 
+    def _release(self, first_row: int, stop_row: int) -> None:
+        """Drop the whole pages that lie inside the bytes of rows ``[first, stop)``."""
+        if stop_row <= first_row or self.mapping.closed:
+            return
+        low, high = np.lib.array_utils.byte_bounds(self.array[first_row:stop_row])
+        base = _address(self.mapping)
+        page = mmap.PAGESIZE
+        start = -(-(low - base) // page) * page
+        stop = min((high - base) // page * page, len(self.mapping))
+        if 0 <= start < stop:
+            self.mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
-def _find_mmap(array) -> mmap.mmap | None:
-    """The ``mmap`` behind an array or a view of it, if any."""
+
+def _releasable_mmap(array) -> mmap.mmap | None:
+    """The ``mmap`` behind an array (or a view of it) if dropping its pages is safe."""
     seen = 0
     while array is not None and seen < 64:
-        if isinstance(array, mmap.mmap):
-            return array
         mapping = getattr(array, "_mmap", None)
-        if isinstance(mapping, mmap.mmap):
-            return mapping
+        if isinstance(array, np.memmap) and isinstance(mapping, mmap.mmap):
+            if array.base is mapping:  # the memmap that owns the mapping knows its mode
+                return mapping if array.mode in _RELEASABLE_MODES else None
+        if isinstance(array, mmap.mmap):
+            return None  # a bare mmap, of unknown (possibly private) mapping
         array = getattr(array, "base", None)
         seen += 1
     return None
+
+
+def _address(mapping: mmap.mmap) -> int:
+    """Address of the first byte of a mapping."""
+    view = np.frombuffer(mapping, dtype=np.uint8, count=1)
+    try:
+        return view.ctypes.data
+    finally:
+        del view  # release the buffer export, so the mapping can still be closed

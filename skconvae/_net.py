@@ -26,6 +26,7 @@ from skorch.callbacks import EarlyStopping
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
 from ._noise import corrupt
+from ._random import DrawingFrom, stream_generator
 
 INFERENCE_BATCH_SIZE = 1024
 
@@ -46,7 +47,9 @@ class AutoencoderNet(NeuralNet):
         encode/decode methods are compiled with ``torch.compile`` (the module
         itself stays a plain module, so it pickles and loads as usual).
     seed : int, default=0
-        Seed of the shuffling order of training batches.
+        Seed of the fit's random streams: initial weights, shuffling order, input
+        noise and latent sampling each draw from their own generator, never from
+        torch's global one (see ``skconvae._random``).
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the network under autocast (mixed precision).
     noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
@@ -81,7 +84,10 @@ class AutoencoderNet(NeuralNet):
     # -- skorch hooks -------------------------------------------------------------
 
     def initialize_module(self):
-        super().initialize_module()
+        # Layers initialise their weights from the global generator: route those draws
+        # to this fit's own stream, so that concurrent fits cannot interleave them.
+        with DrawingFrom(stream_generator(self.seed, "init")):
+            super().initialize_module()
         if self._is_image_module():
             self.module_.to(memory_format=torch.channels_last)
         self._compiled = {}
@@ -100,6 +106,7 @@ class AutoencoderNet(NeuralNet):
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         epochs_before = len(self.history)
+        self._draws = stream_generator(self.seed, "noise", torch.device(self.device))
         try:
             return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
@@ -120,6 +127,8 @@ class AutoencoderNet(NeuralNet):
                 stacklevel=2,
             )
             raise
+        finally:
+            del self._draws  # a generator neither pickles nor deep-copies
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
@@ -210,7 +219,7 @@ class AutoencoderNet(NeuralNet):
         y = self.module_.denormalize(y.float())
         return y if self._is_image_module() else y.unsqueeze(2)
 
-    def _run(self, method: str, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, method: str, x: torch.Tensor, **kwargs) -> torch.Tensor:
         """Call a module method under the configured precision and compilation."""
         fn = getattr(self.module_, method)
         if self.compile:
@@ -220,16 +229,16 @@ class AutoencoderNet(NeuralNet):
         dtype = _PRECISIONS[self.precision]
         device_type = torch.device(self.device).type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            return fn(x)
+            return fn(x, **kwargs)
 
     def _batch_loss(self, batch, training: bool):
         images, targets = batch
         x = self._to_network(images)
         target = x if targets is None else self._target_to_network(targets)
         if training and self.noise is not None:
-            x = corrupt(x, self.noise, self.noise_level, *self.noise_bounds)
+            x = corrupt(x, self.noise, self.noise_level, *self.noise_bounds, generator=self._draws)
         if getattr(self.module_, "variational", False):
-            logits, kl = self._run("variational_logits", x)
+            logits, kl = self._run("variational_logits", x, generator=self._draws)
             loss = self.get_loss(logits, target, X=x, training=training)
             # The reconstruction loss is a per-value mean: scale the per-sample KL alike.
             return loss + self.kl_weight * kl / target[0].numel(), logits
@@ -307,30 +316,26 @@ class AutoencoderNet(NeuralNet):
 
 
 _autotune_lock = threading.Lock()
-_autotune_users = 0
-_autotune_previous = False
+_autotune_done = False
 
 
 @contextlib.contextmanager
 def cuda_autotune(enabled: bool):
-    """Let cuDNN pick the fastest kernels inside, restoring the global flag after.
+    """Let cuDNN pick the fastest convolution kernels: switched on once per process.
 
-    Thread-safe: the flag is global, so overlapping uses (threads calling
-    ``transform`` at once) are counted and the last one out restores it.
+    ``torch.backends.cudnn.benchmark`` is process-wide, and no scope of it can be
+    safe under threads: restoring it on exit would switch it off under another
+    thread's fit, or undo a choice its caller made meanwhile. So the first use on
+    CUDA turns it on, once, and nothing ever sets it again: a later
+    ``torch.backends.cudnn.benchmark = False`` by the caller stands. It is left
+    alone when ``torch.backends.cudnn.deterministic`` is set, where the caller asked
+    for reproducible kernels.
     """
-    global _autotune_users, _autotune_previous
-    if not enabled:
-        yield
-        return
-    with _autotune_lock:
-        if _autotune_users == 0:
-            _autotune_previous = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = True
-        _autotune_users += 1
-    try:
-        yield
-    finally:
+    global _autotune_done
+    if enabled and not _autotune_done:
         with _autotune_lock:
-            _autotune_users -= 1
-            if _autotune_users == 0:
-                torch.backends.cudnn.benchmark = _autotune_previous
+            if not _autotune_done:
+                if not torch.backends.cudnn.deterministic:
+                    torch.backends.cudnn.benchmark = True
+                _autotune_done = True
+    yield

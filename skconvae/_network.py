@@ -147,12 +147,18 @@ class ConvAutoencoder(nn.Module):
             code = self.to_latent(code)[:, : self.latent_dim]
         return code
 
-    def variational_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample the latent, decode it; return logits and the mean KL to the prior."""
+    def variational_logits(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the latent, decode it; return logits and the mean KL to the prior.
+
+        ``generator`` (on ``x``'s device) is the source of the sample; ``None`` draws
+        from torch's global generator.
+        """
         code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
         mean, log_var = self.to_latent(code).chunk(2, dim=1)
         log_var = log_var.clamp(-20, 20)
-        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        z = mean + torch.randn_like(mean, generator=generator) * torch.exp(0.5 * log_var)
         kl = -0.5 * (1 + log_var - mean.square() - log_var.exp()).sum(1).mean()
         return self.decode_logits(z), kl
 

@@ -22,11 +22,18 @@ document describes, parameter validation, a trial forward pass), so a tampered
 file gives a :class:`ModelFileError`, or at worst a wrong model, never code
 execution.
 
-The fitted attributes are found generically (every instance attribute that is not
-a parameter), so any estimator of the package whose fitted state is made of the
-supported types (numbers, strings, tuples, lists, dicts, numeric or string
-arrays, image layouts, an ``AutoencoderNet``, a ``GaussianMixture``) saves and
-loads without code of its own. ``PersistenceMixin`` adds ``estimator.save(path)``.
+The fitted attributes saved are declared, per class, in ``FITTED_SCHEMA``
+(``GaussianMixture``'s in ``MIXTURE_SCHEMA``): a fitted attribute missing from it
+makes ``save`` fail, so a new attribute cannot change the file format unnoticed;
+adding one to the schema goes with a new ``FORMAT_VERSION``.
+
+``load`` tells the file's faults from the environment's: everything decoded from
+the file, including the network rebuilt on the ``meta`` device (no memory, no
+device) with its weights checked and a trial pass through it, fails with a
+:class:`ModelFileError`. Only then is the network built on its device and run once
+on a real sample; an error there (out of memory, a missing CUDA, a torch or
+package fault) is raised as it is, with a note that the file passed its checks.
+``PersistenceMixin`` adds ``estimator.save(path)``.
 """
 
 from __future__ import annotations
@@ -51,10 +58,11 @@ from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import skorch_training_kwargs
+from ._base import network_input_size, skorch_training_kwargs
 from ._exceptions import ModelFileError, NotFittedError
 from ._layout import ImageLayout
-from ._net import AutoencoderNet
+from ._net import _PRECISIONS, AutoencoderNet
+from ._noise import NOISE_KINDS
 from ._utils import resolve_device
 
 FORMAT = "skconvae-model"
@@ -68,6 +76,80 @@ _SKLEARN_CLASSES = {"GaussianMixture": GaussianMixture}
 
 # Instance attributes that configure rather than describe a fitted model.
 _NOT_SAVED = {"_metadata_request"}
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, tuple) and all(type(v) is int and v >= 1 for v in value)
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "biuf"
+
+
+# What a saved value of each kind must be.
+_KINDS = {
+    "net": lambda v: isinstance(v, (AutoencoderNet, _NetRecipe)),
+    "layout": lambda v: isinstance(v, ImageLayout),
+    "shape": _is_shape,
+    "count": lambda v: type(v) is int and v >= 1,
+    "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) in (int, float),
+    "bool": lambda v: type(v) is bool,
+    "str": lambda v: isinstance(v, str),
+    "array": _is_array,
+    "strings": lambda v: isinstance(v, np.ndarray) and v.dtype == object,
+    "mixture": lambda v: v is None or isinstance(v, GaussianMixture),
+    "config": lambda v: isinstance(v, dict),
+}
+
+# The fitted attributes of each estimator in the file, format version 1: name ->
+# (kind, required). Nothing else is written or read. A new fitted attribute goes
+# here, with a new FORMAT_VERSION (and a reader of the older versions).
+FITTED_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "ConvAutoencoderTransformer": {
+        "net_": ("net", True),
+        "code_density_": ("mixture", True),
+        "_layout": ("layout", True),
+        "image_shape_": ("shape", True),
+        "code_shape_": ("shape", True),
+        "data_min_": ("array", True),
+        "data_max_": ("array", True),
+        "device_": ("str", True),
+        "n_features_in_": ("count", True),
+        "feature_names_in_": ("strings", False),
+        "_sklearn_output_config": ("config", False),
+    },
+    "ConvAutoencoderRegressor": {
+        "net_": ("net", True),
+        "_layout": ("layout", True),
+        "_target_layout": ("layout", True),
+        "image_shape_": ("shape", True),
+        "target_shape_": ("shape", True),
+        "scale_": ("count", True),
+        "target_min_": ("array", True),
+        "target_max_": ("array", True),
+        "device_": ("str", True),
+        "n_features_in_": ("count", True),
+        "feature_names_in_": ("strings", False),
+        "_sklearn_output_config": ("config", False),
+    },
+}
+
+# The fitted attributes of scikit-learn's GaussianMixture that are saved; others it
+# may grow in later versions are not (sampling and scoring need none of them).
+MIXTURE_SCHEMA: dict[str, tuple[str, bool]] = {
+    "weights_": ("array", True),
+    "means_": ("array", True),
+    "covariances_": ("array", True),
+    "precisions_": ("array", True),
+    "precisions_cholesky_": ("array", True),
+    "converged_": ("bool", False),
+    "n_iter_": ("int", False),
+    "lower_bound_": ("float", False),
+    "lower_bounds_": ("list", False),
+    "n_features_in_": ("count", False),
+}
+_KINDS["list"] = lambda v: isinstance(v, list)
 
 # AutoencoderNet's own keyword arguments (seed, precision, noise, ...), saved with the net.
 _NET_OWN_PARAMS = tuple(
@@ -190,8 +272,7 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
         "params": {name: encoder.encode(value, f"params.{name}") for name, value in params.items()},
         "fitted": {
             name: encoder.encode(value, name)
-            for name, value in vars(estimator).items()
-            if name not in params and name not in _NOT_SAVED
+            for name, value in _fitted_to_save(estimator, params).items()
         },
     }
     text = json.dumps(document, allow_nan=False, sort_keys=True, separators=(",", ":"))
@@ -277,13 +358,29 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> BaseEstimator
     target = resolve_device(device) if device is not None else _available_device(saved_device)
     try:
         estimator = _rebuild(document, tensors, target)
-        _check_runs(estimator)
+        _check_consistency(estimator)
     except _DECODING_ERRORS as exc:
         detail = str(exc) if isinstance(exc, ModelFileError) else f"{type(exc).__name__}: {exc}"
         raise ModelFileError(
             f"{path} holds an invalid skconvae model: {detail.rstrip('.')}. The file was damaged "
             "or edited after it was saved; save the model again from its source."
         ) from exc
+    # The file passed every check: from here on, errors come from the environment (memory,
+    # the device, the torch version) or from skconvae itself, and are raised as they are.
+    try:
+        for attribute, value in list(vars(estimator).items()):
+            if isinstance(value, _NetRecipe):
+                setattr(estimator, attribute, value.build(estimator, target))
+        _check_runs(estimator)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        exc.add_note(
+            f"Raised by skconvae.load({str(path)!r}) while building the model on {target!r}, "
+            "after the file passed its checks: the cause is the environment (memory, device, "
+            "torch version) or a fault of skconvae, not the file."
+        )
+        raise
     return estimator
 
 
@@ -379,10 +476,10 @@ def _rebuild(document: dict, tensors: dict[str, np.ndarray], device: str) -> Bas
     decoder = _Decoder(tensors, device)
     estimator = cls(**{key: decoder.decode(value, key) for key, value in params.items()})
     estimator._validate_params()
-    decoder.estimator = estimator
+    schema = FITTED_SCHEMA[cls.__name__]
+    _check_attribute_names(name, fitted, schema)
     for attribute, value in fitted.items():
-        _check_attribute_name(estimator, attribute, known)
-        setattr(estimator, attribute, decoder.decode(value, attribute))
+        setattr(estimator, attribute, _checked(decoder.decode(value, attribute), schema, attribute))
     if "device_" in fitted:
         estimator.device_ = device
     unused = sorted(set(tensors) - decoder.used)
@@ -391,19 +488,94 @@ def _rebuild(document: dict, tensors: dict[str, np.ndarray], device: str) -> Bas
     return estimator
 
 
-def _check_attribute_name(owner, name, params) -> None:
-    """Only plain data attributes: no parameters, dunders, methods or properties."""
-    if (
-        not isinstance(name, str)
-        or not name.isidentifier()
-        or name.startswith("__")
-        or name in params
-        or hasattr(type(owner), name)
-    ):
+def _check_attribute_names(owner: str, fitted: dict, schema: dict) -> None:
+    """The file's attributes are those of the schema: all required ones, nothing else."""
+    unknown = sorted(set(fitted) - set(schema), key=str)
+    if unknown:
         raise ModelFileError(
-            f"The model file sets the attribute {name!r} of {type(owner).__name__}, which is "
-            "not a fitted attribute."
+            f"The model file sets the attribute {unknown[0]!r} of {owner}, which is not a "
+            "fitted attribute of its file format."
         )
+    missing = sorted(n for n, (_, required) in schema.items() if required and n not in fitted)
+    if missing:
+        raise ModelFileError(f"The model file lacks the fitted attributes {missing} of {owner}.")
+
+
+def _checked(value, schema: dict, name: str):
+    kind = schema[name][0]
+    if not _KINDS[kind](value):
+        raise ValueError(f"{name!r} must be of kind {kind!r}, got {type(value).__name__}")
+    return value
+
+
+def _fitted_to_save(estimator, params: dict) -> dict:
+    """The estimator's fitted attributes, as its declared schema names them."""
+    name = type(estimator).__name__
+    schema = FITTED_SCHEMA[name]
+    attributes = {k: v for k, v in vars(estimator).items() if k not in params}
+    undeclared = sorted(set(attributes) - set(schema) - _NOT_SAVED)
+    if undeclared:
+        raise TypeError(
+            f"{name} has the attributes {undeclared}, which its model file format "
+            f"(version {FORMAT_VERSION}) does not declare, so they cannot be saved. Delete "
+            "them before saving, or use pickle or joblib."
+        )
+    return {k: v for k, v in attributes.items() if k in schema}
+
+
+def _check_consistency(estimator) -> None:
+    """Fitted attributes that describe the same thing must agree (before any device use)."""
+    layout = estimator._layout
+    recipe = estimator.net_
+    chw = layout.chw
+    problems = []
+    if estimator.image_shape_ != chw:
+        problems.append(f"image_shape_ {estimator.image_shape_} is not the layout's {chw}")
+    if estimator.n_features_in_ != math.prod(chw):
+        problems.append(f"n_features_in_ {estimator.n_features_in_} is not {math.prod(chw)}")
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None and len(names) != estimator.n_features_in_:
+        problems.append("feature_names_in_ does not name every feature")
+    kwargs = recipe.module_kwargs
+    if kwargs.get("in_channels") != layout.channels:
+        problems.append("the network's input channels are not the layout's")
+    if tuple(kwargs.get("input_size", ())) != network_input_size(layout):
+        problems.append("the network's input size is not the layout's")
+    if hasattr(estimator, "code_shape_"):
+        if math.prod(estimator.code_shape_) != recipe.meta_module.n_features_out:
+            problems.append("code_shape_ is not the network's code")
+        extremes = (estimator.data_min_, estimator.data_max_)
+        if any(a.shape != (layout.channels,) for a in extremes):
+            problems.append("data_min_/data_max_ do not have one value per channel")
+        if estimator.code_density_ is not None:
+            problems += _mixture_problems(estimator.code_density_, recipe.meta_module)
+    if hasattr(estimator, "_target_layout"):
+        target = estimator._target_layout
+        if estimator.target_shape_ != target.chw:
+            problems.append("target_shape_ is not the target layout's")
+        if kwargs.get("out_channels") != target.channels or kwargs.get("scale") != estimator.scale_:
+            problems.append("the network's output is not the target layout's")
+        extremes = (estimator.target_min_, estimator.target_max_)
+        if any(a.shape != (target.channels,) for a in extremes):
+            problems.append("target_min_/target_max_ do not have one value per channel")
+    if problems:
+        raise ModelFileError(f"Its fitted attributes disagree: {'; '.join(problems)}.")
+
+
+def _mixture_problems(mixture: GaussianMixture, module) -> list[str]:
+    k, d = mixture.n_components, module.n_features_out
+    expected = {
+        "weights_": (k,),
+        "means_": (k, d),
+        "covariances_": (k, d, d),
+        "precisions_": (k, d, d),
+        "precisions_cholesky_": (k, d, d),
+    }
+    return [
+        f"code_density_.{name} has shape {getattr(mixture, name).shape}, not {shape}"
+        for name, shape in expected.items()
+        if getattr(mixture, name).shape != shape
+    ]
 
 
 def _check_runs(estimator) -> None:
@@ -531,7 +703,7 @@ class _Encoder:
                     "class": type(value).__name__,
                     "params": self.encode(params, f"{path}.params"),
                     "fitted": self.encode(
-                        {k: v for k, v in vars(value).items() if k not in params}, path
+                        {k: v for k, v in vars(value).items() if k in MIXTURE_SCHEMA}, path
                     ),
                 }
             }
@@ -656,9 +828,9 @@ class _Decoder:
         obj = cls(**params)
         obj._validate_params()
         fitted = self.decode(_expect(body.get("fitted"), dict, path), path)
+        _check_attribute_names(f"{path} ({cls.__name__})", fitted, MIXTURE_SCHEMA)
         for name, value in fitted.items():
-            _check_attribute_name(obj, name, params)
-            setattr(obj, name, value)
+            setattr(obj, name, _checked(value, MIXTURE_SCHEMA, name))
         return obj
 
     def _decode_net(self, body, path):
@@ -675,6 +847,8 @@ class _Decoder:
         if unknown:
             raise ValueError(f"unknown net settings {unknown}")
 
+        _check_net_settings(net_kwargs)
+
         prefix = f"{path}."
         weights = {
             name[len(prefix) :]: torch.from_numpy(np.array(tensor))
@@ -682,25 +856,63 @@ class _Decoder:
             if name.startswith(prefix) and name not in self.used
         }
         self.used.update(prefix + key for key in weights)
-        # Build the module on the meta device first: the document's arguments cannot
-        # allocate memory before its weights' names, shapes and dtypes are checked.
+        # Build the module on the meta device: the document's arguments cannot allocate
+        # memory or touch a device before its weights' names, shapes and dtypes are
+        # checked, and a trial pass shows that the network it describes runs.
         with torch.device("meta"):
-            expected = module_cls(**module_kwargs).state_dict()
-        _check_weights(expected, weights, path)
+            meta_module = module_cls(**module_kwargs)
+            _check_weights(meta_module.state_dict(), weights, path)
+            channels = module_kwargs.get("in_channels")
+            size = tuple(module_kwargs.get("input_size", ()))
+            meta_module(torch.empty((1, channels, *size)))
+        return _NetRecipe(
+            module_cls, module_kwargs, criterion_cls, criterion_kwargs, net_kwargs, weights,
+            meta_module,
+        )  # fmt: skip
 
-        seed = net_kwargs.get("seed", 0)
+
+@dataclasses.dataclass
+class _NetRecipe:
+    """A network decoded and checked on the meta device, built on a device by ``build``."""
+
+    module_cls: type
+    module_kwargs: dict
+    criterion_cls: type
+    criterion_kwargs: dict
+    net_kwargs: dict
+    weights: dict
+    meta_module: torch.nn.Module
+
+    def build(self, estimator, device: str) -> AutoencoderNet:
+        seed = self.net_kwargs.get("seed", 0)
         net = AutoencoderNet(
-            module_cls,
-            criterion=criterion_cls,
-            **{f"module__{key}": v for key, v in module_kwargs.items()},
-            **{f"criterion__{key}": v for key, v in criterion_kwargs.items()},
-            **{**skorch_training_kwargs(self.estimator, self.device, seed), **net_kwargs},
+            self.module_cls,
+            criterion=self.criterion_cls,
+            **{f"module__{key}": v for key, v in self.module_kwargs.items()},
+            **{f"criterion__{key}": v for key, v in self.criterion_kwargs.items()},
+            **{**skorch_training_kwargs(estimator, device, seed), **self.net_kwargs},
         )
-        with torch.random.fork_rng(devices=[]):  # initialisation must not move global RNGs
-            net.initialize()
-        net.module_.load_state_dict(weights, strict=True)
+        net.initialize()  # draws the initial weights from the net's own generator
+        net.module_.load_state_dict(self.weights, strict=True)
         net.module_.eval()
         return net
+
+
+def _check_net_settings(settings: dict) -> None:
+    """The net's own settings that inference and refitting read, checked before use."""
+    checks = {
+        "seed": lambda v: type(v) is int,
+        "precision": lambda v: v in _PRECISIONS,
+        "noise": lambda v: v is None or v in NOISE_KINDS,
+        "noise_level": lambda v: type(v) in (int, float) and v >= 0,
+        "kl_weight": lambda v: type(v) in (int, float) and v >= 0,
+        "noise_bounds": lambda v: (
+            isinstance(v, tuple) and len(v) == 2 and all(type(b) in (int, float) for b in v)
+        ),
+    }
+    for name, value in settings.items():
+        if name in checks and not checks[name](value):
+            raise ValueError(f"invalid net setting {name}={value!r}")
 
 
 def _expect(value, kind: type, path: str):

@@ -30,7 +30,7 @@ from ._net import AutoencoderNet, cuda_autotune
 from ._network import ImageToImageNet, ReconstructionLoss
 from ._persistence import PersistenceMixin
 from ._scaling import channel_extremes, fit_scaling
-from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
+from ._utils import draw_seed, resolve_device, restore_on_error
 
 
 class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
@@ -210,7 +210,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             and hasattr(self, "net_")
             and (self._layout, self._target_layout) == (layout, target_layout)
         )
-        with seeded_torch(seed, device), cuda_autotune(device.startswith("cuda")):
+        with cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = continue_training(self.net_, self, seed)
             else:

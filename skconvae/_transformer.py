@@ -32,7 +32,7 @@ from ._network import ConvAutoencoder, ReconstructionLoss
 from ._noise import NOISE_KINDS
 from ._persistence import PersistenceMixin
 from ._scaling import Scaling, channel_extremes, channel_means, fit_scaling, output_bias_for
-from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
+from ._utils import draw_seed, resolve_device, restore_on_error
 
 # Mixture components of the code density behind ``sample`` (one per digit class on
 # MNIST-like data; more cost time and overfit small training sets).
@@ -282,7 +282,7 @@ class ConvAutoencoderTransformer(
             self.warm_start and hasattr(self, "net_") and getattr(self, "_layout", None) == layout
         )
 
-        with seeded_torch(seed, device), cuda_autotune(device.startswith("cuda")):
+        with cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = continue_training(self.net_, self, seed)
             else:

@@ -43,15 +43,6 @@ def draw_seed(random_state) -> int:
 
 
 @contextlib.contextmanager
-def seeded_torch(seed: int, device: str):
-    """Seed torch's global RNG inside, and restore its previous state on exit."""
-    devices = [torch.device(device).index or 0] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
 def restore_on_error(estimator):
     """Leave ``estimator``'s attributes exactly as they were if the body raises."""
     saved = dict(vars(estimator))

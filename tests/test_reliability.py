@@ -32,7 +32,7 @@ from skconvae import (
 )
 from skconvae import _net as net_module
 
-from .conftest import FAST
+from .conftest import FAST, MNIST_PATH
 
 REGRESSOR_FAST = {"filters": (4, 8), "max_epochs": 1, "batch_size": 64, "random_state": 0}
 
@@ -521,14 +521,16 @@ def test_ctrl_c_while_continuing_keeps_both_fits(digits):
 
 
 def test_early_stopping_is_not_taken_for_ctrl_c(digits):
-    # skorch's EarlyStopping stops training by raising KeyboardInterrupt itself.
+    # skorch's EarlyStopping stops training by raising KeyboardInterrupt itself. With a
+    # vanishing learning rate the validation loss never improves by its 1e-4 threshold.
     ae = ConvAutoencoderTransformer(
-        **{**FAST, "max_epochs": 15}, early_stopping=True, n_iter_no_change=1, lr=0.05
-    )
+        **{**FAST, "max_epochs": 15}, early_stopping=True, n_iter_no_change=1,
+        optimizer="sgd", lr=1e-9,
+    )  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("error", FitInterruptedWarning)
         ae.fit(digits[0][:300])
-    assert len(ae.net_.history) < 15
+    assert len(ae.net_.history) == 2
 
 
 def test_ctrl_c_before_training_starts_leaves_the_estimator_as_it_was(digits, monkeypatch):
@@ -661,11 +663,19 @@ def test_four_threads_transform_at_once_like_one(models, data):
                 np.testing.assert_array_equal(got, want)
 
 
-def test_overlapping_cuda_autotune_restores_the_global_flag():
-    # Threads that enter together and leave one by one: the first to leave must
-    # not switch autotuning off under the others, and the last restores the flag.
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = False
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cuda_autotune_is_switched_on_once_and_never_flipped_back(monkeypatch, deterministic):
+    """Threads that enter together and leave one by one all see autotuning on; leaving
+    restores nothing (that would switch it off under another thread), and a caller's
+    later choice stands. ``cudnn.deterministic`` keeps it off.
+
+    Mutation checked: the landed scoped flag (counted entries, the last one out
+    restores) fails ``benchmark is True`` after the threads, and a flag set on every
+    entry fails the caller's-choice check.
+    """
+    monkeypatch.setattr(net_module, "_autotune_done", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", deterministic)
     entered, seen = threading.Barrier(4), []
 
     def work(i):
@@ -674,13 +684,168 @@ def test_overlapping_cuda_autotune_restores_the_global_flag():
             time.sleep(0.02 * i)
             seen.append(torch.backends.cudnn.benchmark)
 
-    try:
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [not deterministic] * 4
+    assert torch.backends.cudnn.benchmark is (not deterministic)
+    torch.backends.cudnn.benchmark = False  # the caller's choice
+    with net_module.cuda_autotune(True):
+        assert torch.backends.cudnn.benchmark is False
+    with net_module.cuda_autotune(False):
+        assert torch.backends.cudnn.benchmark is False
+
+
+# -- the caller's memory -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def mapped_file(tmp_path, monkeypatch):
+    """1200 real digits in a file, with a release interval (32 KiB) far below its 0.9 MB
+    and small inference batches, so that pages are released many times per call."""
+    from skconvae import _data
+
+    images = np.load(MNIST_PATH)["images"][:1200]
+    path = tmp_path / "images.u8"
+    images.tofile(path)
+    monkeypatch.setattr(_data, "RELEASE_INTERVAL_BYTES", 32 * 2**10)
+    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", 64)
+    return path, images
+
+
+@pytest.fixture(scope="module")
+def mnist_model():
+    images = np.load(MNIST_PATH)["images"][:300]
+    return ConvAutoencoderTransformer(**FAST).fit(images)
+
+
+@pytest.mark.parametrize("mode", ["c", "r+"])
+def test_inference_never_loses_the_callers_edits_of_a_mapped_input(mapped_file, mnist_model, mode):
+    """Edits inside and outside the transformed slice of a copy-on-write or shared
+    memmap all survive ``transform``, ``score_samples`` and ``reconstruct``.
+
+    Mutation checked: ``_releasable_mmap`` returning the mapping whatever its mode
+    (and, separately, the landed code's ``madvise`` of the whole mapping): on
+    ``mode="c"`` the edited pages fall back to the file's contents.
+    """
+    path, images = mapped_file
+    mm = np.memmap(path, dtype=np.uint8, mode=mode, shape=images.shape)
+    mm[:500] = 7  # 300 rows before the slice, 200 inside it
+    mm[1100:] = 9  # after it
+    edited = np.array(mm)
+    inside = mm[300:1000]
+    np.testing.assert_array_equal(
+        mnist_model.transform(inside), mnist_model.transform(edited[300:1000])
+    )
+    assert np.isfinite(mnist_model.score_samples(inside)).all()
+    lost = int(np.count_nonzero(np.asarray(mm) != edited))
+    assert lost == 0, f"{lost} edited values lost"
+    if mode == "r+":
+        mm.flush()
+        np.testing.assert_array_equal(np.fromfile(path, np.uint8).reshape(images.shape), edited)
+    else:  # a private mapping never writes to the file
+        np.testing.assert_array_equal(np.fromfile(path, np.uint8).reshape(images.shape), images)
+
+
+@pytest.mark.parametrize("mode, releases", [("r", True), ("r+", True), ("c", False)])
+def test_pages_are_released_only_for_safe_mappings_and_only_where_read(
+    mapped_file, monkeypatch, mode, releases
+):
+    """Read-only and shared mappings release the rows read, in order, and nothing
+    else; copy-on-write mappings and bare ``mmap`` objects release nothing.
+
+    Mutation checked: releasing ``[0, rows_read)`` (from the start of the
+    mapping) instead of the rows read since the last release fails the order
+    check; a mode check that also accepts ``"c"`` fails the ``"c"`` case.
+    """
+    import mmap as mmap_module
+
+    from skconvae import _data
+
+    path, images = mapped_file
+    mm = np.memmap(path, dtype=np.uint8, mode=mode, shape=images.shape)
+    released = []
+    original = _data.MappedPages._release
+
+    def spy(self, first, stop):
+        released.append((first, stop))
+        original(self, first, stop)
+
+    monkeypatch.setattr(_data.MappedPages, "_release", spy)
+    pages = _data.MappedPages(mm[300:1000])
+    assert (pages.mapping is not None) is releases
+    for start in range(0, 700, 64):
+        pages.consumed(mm[300 + start : 300 + start + 64].nbytes)
+    if not releases:
+        assert released == []
+        return
+    # 64 rows of 784 bytes pass 32 KiB: every batch is released, right after it is read.
+    assert released == [(s, min(s + 64, 700)) for s in range(0, 700, 64)]
+    with open(path, "rb") as f:
+        bare = mmap_module.mmap(f.fileno(), 0, access=mmap_module.ACCESS_COPY)
+    assert _data.MappedPages(np.frombuffer(bare, np.uint8)).mapping is None
+    del bare
+
+
+# -- fits in threads -----------------------------------------------------------------------------
+
+# Every random stream of a fit: initial weights, shuffling, validation split, input noise
+# and latent sampling. A tiny network and one epoch keep the 84 fits to a few seconds.
+THREADED_FIT = {
+    "filters": (2, 2),
+    "latent_dim": 2,
+    "variational": True,
+    "noise": "gaussian",
+    "early_stopping": True,
+    "max_epochs": 1,
+    "batch_size": 32,
+}
+
+
+def _threaded_fit_outputs(X, seed):
+    ae = ConvAutoencoderTransformer(**THREADED_FIT, random_state=seed).fit(X)
+    state = [t.numpy().copy() for t in ae.net_.module_.state_dict().values()]
+    return [ae.transform(X), *state, np.array(ae.net_.history[:, "train_loss"])]
+
+
+def test_fits_in_four_threads_are_identical_to_serial_fits(digits):
+    """20 rounds of 4 threads fitting 4 seeds at once: every output, weight and loss
+    equals the serial fit's, bit for bit, and torch's global generator is untouched.
+
+    Mutation checked: the landed ``seeded_torch`` (seed torch's global generator
+    around ``fit`` with ``fork_rng``, and draw initial weights, noise and latent
+    samples from it) fails the comparison within the first rounds.
+    """
+    X = digits[0][:64]
+    seeds = [0, 1, 2, 3]
+    global_state = torch.get_rng_state()
+    serial = {seed: _threaded_fit_outputs(X, seed) for seed in seeds}
+    assert not np.array_equal(serial[0][0], serial[1][0])
+    mismatches, errors = [], []
+    for round_ in range(20):
+        results = {}
+        barrier = threading.Barrier(len(seeds))
+
+        def work(seed, results=results, barrier=barrier):
+            try:
+                barrier.wait()
+                results[seed] = _threaded_fit_outputs(X, seed)
+            except BaseException as exc:  # reported below, in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in seeds]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert seen == [True] * 4
-        assert torch.backends.cudnn.benchmark is False
-    finally:
-        torch.backends.cudnn.benchmark = previous
+        assert not errors, errors
+        for seed in seeds:
+            same = all(
+                np.array_equal(a, b) for a, b in zip(results[seed], serial[seed], strict=True)
+            )
+            if not same:
+                mismatches.append((round_, seed))
+    assert mismatches == [], f"{len(mismatches)} of 80 threaded fits differ from serial ones"
+    assert torch.equal(torch.get_rng_state(), global_state)
