@@ -14,8 +14,10 @@ when the device runs out of memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -23,12 +25,15 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
+from ._batch_size import BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
 
-INFERENCE_BATCH_SIZE = 1024
+# None: inference batch sizes are measured per device and model (see _batch_size.py);
+# an int forces that size everywhere.
+INFERENCE_BATCH_SIZE: int | None = None
 
 # Share of free GPU memory the training data may take to live on the GPU; larger
 # data stays in pinned host memory and is copied batch by batch.
@@ -44,8 +49,10 @@ class AutoencoderNet(NeuralNet):
     ----------
     *args, **kwargs
         Passed to :class:`skorch.NeuralNet`. With ``compile=True`` the module's
-        encode/decode methods are compiled with ``torch.compile`` (the module
-        itself stays a plain module, so it pickles and loads as usual).
+        encode/decode methods are compiled with ``torch.compile`` for inference
+        only, with a dynamic batch size (the module itself stays a plain module, so
+        it pickles and loads as usual). Training stays eager: compiled, it ran
+        slower on the CPU, and compiling costs more than a short fit gains.
     seed : int, default=0
         Seed of the fit's random streams: initial weights, shuffling order, input
         noise and latent sampling each draw from their own generator, never from
@@ -91,6 +98,7 @@ class AutoencoderNet(NeuralNet):
         if self._is_image_module():
             self.module_.to(memory_format=torch.channels_last)
         self._compiled = {}
+        self._batch_sizes = {}
         return self
 
     def torch_compile(self, module, name):
@@ -174,11 +182,14 @@ class AutoencoderNet(NeuralNet):
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_compiled", None)
+        # Measured batch sizes belong to this machine, not to the model.
+        state.pop("_batch_sizes", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._compiled = {}
+        self._batch_sizes = {}
 
     # -- tensors in and out of the network ----------------------------------------
 
@@ -219,12 +230,14 @@ class AutoencoderNet(NeuralNet):
         y = self.module_.denormalize(y.float())
         return y if self._is_image_module() else y.unsqueeze(2)
 
-    def _run(self, method: str, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Call a module method under the configured precision and compilation."""
+    def _run(self, method: str, x: torch.Tensor, compiled: bool = False, **kwargs) -> torch.Tensor:
+        """Call a module method under the configured precision, compiled if asked."""
         fn = getattr(self.module_, method)
-        if self.compile:
+        if compiled:
             if method not in self._compiled:
-                self._compiled[method] = torch.compile(fn, **self.get_params_for("compile"))
+                # Dynamic batch: the measured batch sizes and last batches compile once.
+                params = {"dynamic": True, **self.get_params_for("compile")}
+                self._compiled[method] = torch.compile(fn, **params)
             fn = self._compiled[method]
         dtype = _PRECISIONS[self.precision]
         device_type = torch.device(self.device).type
@@ -248,14 +261,20 @@ class AutoencoderNet(NeuralNet):
 
     # -- batched inference ---------------------------------------------------------
 
-    def _map_batches(self, inputs: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
-        """Fill ``out`` with ``fn`` of batches of ``inputs``, halving batches on out-of-memory."""
+    def _map_batches(self, kind: tuple, inputs: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
+        """Fill ``out`` with ``fn`` of batches of ``inputs``, halving batches on out-of-memory.
+
+        ``kind`` names the pass for the batch-size measurement (see ``_batch_size.py``).
+        """
         self._set_training(False)
-        start, batch_size = 0, INFERENCE_BATCH_SIZE
+        chooser = self._batch_size_chooser(kind, inputs)
+        start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
         with torch.inference_mode(), cuda_autotune(self._on_cuda()):
             while start < len(inputs):
-                batch = inputs[start : start + batch_size]
+                size = min(chooser.next_size(), cap)
+                batch = inputs[start : start + size]
+                began = time.perf_counter()
                 try:
                     out[start : start + len(batch)] = fn(as_compact_tensor(batch)).cpu().numpy()
                 except torch.cuda.OutOfMemoryError as exc:
@@ -266,8 +285,9 @@ class AutoencoderNet(NeuralNet):
                             "the model on the CPU: save it and skconvae.load(path, "
                             "device='cpu')."
                         ) from exc
-                    batch_size = len(batch) // 2
+                    cap = len(batch) // 2
                 else:
+                    chooser.record(size, len(batch), time.perf_counter() - began)
                     start += len(batch)
                     pages.consumed(batch.nbytes)
                     continue
@@ -276,20 +296,47 @@ class AutoencoderNet(NeuralNet):
                     torch.cuda.empty_cache()
         return out
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Codes of ``(N, C, H, W)`` images, float32 ``(N, n_features_out)``."""
+    def _batch_size_chooser(self, kind: tuple, inputs: np.ndarray) -> BatchSizeChooser:
+        """The chooser for this pass, kept on the net so it measures only once."""
+        candidates = batch_size_candidates(self._on_cuda(), INFERENCE_BATCH_SIZE)
+        if len(candidates) == 1:
+            return BatchSizeChooser(candidates)
+        key = (kind, inputs.shape[1:], inputs.dtype.str, str(self.device), self.precision,
+               torch.get_num_threads())  # fmt: skip
+        choosers = self.__dict__.setdefault("_batch_sizes", {})
+        return choosers.setdefault(key, BatchSizeChooser(candidates))
+
+    def _inference_run(self, eager: bool = False):
+        """``(run, compiled)``: ``_run`` for inference, compiled when ``compile=True``
+        unless ``eager``."""
+        if self.compile and not eager:
+            return functools.partial(self._run, compiled=True), True
+        return self._run, False
+
+    def encode(self, images: np.ndarray, eager: bool = False) -> np.ndarray:
+        """Codes of ``(N, C, H, W)`` images, float32 ``(N, n_features_out)``.
+
+        ``eager=True`` never compiles (for passes inside ``fit``, which must not pay
+        for compilation).
+        """
+        run, compiled = self._inference_run(eager)
         out = np.empty((len(images), self.module_.n_features_out), dtype=np.float32)
         return self._map_batches(
-            images, out, lambda xb: self._run("encode", self._to_network(xb)).float()
+            ("encode", compiled),
+            images,
+            out,
+            lambda xb: run("encode", self._to_network(xb)).float(),
         )
 
     def decode(self, codes: np.ndarray, image_chw: tuple[int, int, int]) -> np.ndarray:
         """Reconstructions decoded from codes, float32 ``(N, C, H, W)`` in data units."""
+        run, compiled = self._inference_run()
         out = np.empty((len(codes), *image_chw), dtype=np.float32)
         return self._map_batches(
+            ("decode", compiled),
             codes,
             out,
-            lambda zb: self._from_network(self._run("decode", zb.to(self.device).float())),
+            lambda zb: self._from_network(run("decode", zb.to(self.device).float())),
         )
 
     def reconstruct(self, images: np.ndarray, out_chw: tuple[int, ...] | None = None) -> np.ndarray:
@@ -297,22 +344,27 @@ class AutoencoderNet(NeuralNet):
 
         ``out_chw`` is the per-sample output shape when it differs from the input's.
         """
+        run, compiled = self._inference_run()
         out = np.empty((len(images), *(out_chw or images.shape[1:])), dtype=np.float32)
         return self._map_batches(
-            images, out, lambda xb: self._from_network(self._run("forward", self._to_network(xb)))
+            ("reconstruct", compiled),
+            images,
+            out,
+            lambda xb: self._from_network(run("forward", self._to_network(xb))),
         )
 
     def reconstruction_errors(self, images: np.ndarray) -> np.ndarray:
         """Per-sample mean squared reconstruction error in data units, ``(N,)``."""
+        run, compiled = self._inference_run()
 
         def errors(xb):
-            x = xb.to(self.device).float()
-            recon = self._from_network(self._run("forward", self._to_network(xb)))
+            x = self._to_network_layout(xb)
+            recon = self.module_.denormalize(run("forward", self.module_.normalize(x)).float())
             # float64 reduction: the result must not depend on the batch's composition.
             return (recon - x).double().square().flatten(1).mean(1)
 
         out = np.empty(len(images), dtype=np.float64)
-        return self._map_batches(images, out, errors)
+        return self._map_batches(("errors", compiled), images, out, errors)
 
 
 _autotune_lock = threading.Lock()

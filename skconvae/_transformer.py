@@ -317,7 +317,7 @@ class ConvAutoencoderTransformer(
         """Gaussian mixture over the training codes, for :meth:`sample` (dense codes only)."""
         if self.latent_dim is None or self.variational:
             return None
-        codes = net.encode(images).astype(np.float64)
+        codes = net.encode(images, eager=True).astype(np.float64)
         n_components = min(_N_DENSITY_COMPONENTS, len(codes))
         return GaussianMixture(
             n_components, covariance_type="full", reg_covar=1e-4, random_state=seed % (2**31)
