@@ -80,7 +80,8 @@ def skorch_training_kwargs(
     ``max_epochs`` replaces the estimator's own (an ``"auto"`` one resolved; by
     default the fitted ``max_epochs_`` where there is one). An
     estimator with ``lr_schedule="cosine"`` gets a cosine annealing of the learning
-    rate over ``max_epochs`` epochs.
+    rate over ``max_epochs`` epochs, unless ``callbacks`` hold an ``LRScheduler`` of
+    their own.
     """
     _check_optimizer_and_callbacks(estimator)
     if max_epochs is None:
@@ -95,7 +96,11 @@ def skorch_training_kwargs(
         callbacks.append(("early_stopping", stopper))
     if estimator.verbose:
         callbacks.append(("progress_bar", ProgressBar()))
-    if getattr(estimator, "lr_schedule", "constant") == "cosine":
+    own_schedule = any(
+        isinstance(entry[1] if isinstance(entry, tuple) else entry, LRScheduler)
+        for entry in estimator.callbacks or []
+    )
+    if getattr(estimator, "lr_schedule", "constant") == "cosine" and not own_schedule:
         schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs)
         callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(estimator.callbacks or [])

@@ -139,7 +139,7 @@ class ConvAutoencoderTransformer(
         ``"cosine"`` anneals the learning rate from ``lr`` towards 0 along a half
         cosine over the ``max_epochs`` epochs (skorch's ``LRScheduler`` with
         ``CosineAnnealingLR``, stepped each epoch); ``"constant"`` keeps ``lr``.
-        Use ``"constant"`` when passing a scheduler of your own in ``callbacks``.
+        A skorch ``LRScheduler`` passed in ``callbacks`` replaces the cosine one.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data, stop when its loss
         has not improved for ``n_iter_no_change`` epochs, and keep the best weights.

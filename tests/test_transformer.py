@@ -379,6 +379,24 @@ def test_warm_start_follows_changed_training_params(digits):
     assert len(ae.net_.history) == FAST["max_epochs"] + 4
 
 
+def test_cosine_lr_schedule_by_default(digits):
+    from skorch.callbacks import LRScheduler
+
+    X, _ = digits
+    params = {**FAST, "max_epochs": 4, "lr": 0.01}
+    cosine = ConvAutoencoderTransformer(**params).fit(X)
+    # Stepped after each epoch: after the last one of 4 the half cosine reaches 0.
+    assert cosine.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+    assert "lr_schedule" in dict(cosine.net_.callbacks_)
+    constant = ConvAutoencoderTransformer(**params, lr_schedule="constant").fit(X)
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == 0.01
+    # A scheduler of the user's own replaces the built-in one.
+    own = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    stepped = ConvAutoencoderTransformer(**params, callbacks=[("own", own)]).fit(X)
+    assert stepped.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**4)
+    assert "lr_schedule" not in dict(stepped.net_.callbacks_)
+
+
 def _adam_steps(ae) -> int:
     state = ae.net_.optimizer_.state
     return int(next(iter(state.values()))["step"])
