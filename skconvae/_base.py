@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import Callback, EarlyStopping, ProgressBar
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
 from skorch.utils import noop
 
 from ._data import HoldoutSplit
@@ -72,9 +72,20 @@ def _check_optimizer_and_callbacks(estimator) -> None:
             )
 
 
-def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
-    """Keyword arguments of the skorch net that follow from the shared parameters."""
+def skorch_training_kwargs(
+    estimator, device: str, seed: int, max_epochs: int | None = None
+) -> dict:
+    """Keyword arguments of the skorch net that follow from the shared parameters.
+
+    ``max_epochs`` replaces the estimator's own (an ``"auto"`` one resolved; by
+    default the fitted ``max_epochs_`` where there is one). An
+    estimator with ``lr_schedule="cosine"`` gets a cosine annealing of the learning
+    rate over ``max_epochs`` epochs, unless ``callbacks`` hold an ``LRScheduler`` of
+    their own.
+    """
     _check_optimizer_and_callbacks(estimator)
+    if max_epochs is None:
+        max_epochs = getattr(estimator, "max_epochs_", estimator.max_epochs)
     callbacks = []
     if estimator.early_stopping:
         stopper = EarlyStopping(
@@ -85,12 +96,19 @@ def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
         callbacks.append(("early_stopping", stopper))
     if estimator.verbose:
         callbacks.append(("progress_bar", ProgressBar()))
+    own_schedule = any(
+        isinstance(entry[1] if isinstance(entry, tuple) else entry, LRScheduler)
+        for entry in estimator.callbacks or []
+    )
+    if getattr(estimator, "lr_schedule", "constant") == "cosine" and not own_schedule:
+        schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs)
+        callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(estimator.callbacks or [])
     split = HoldoutSplit(estimator.validation_fraction, seed) if estimator.early_stopping else None
     return {
         "optimizer": OPTIMIZERS.get(estimator.optimizer, estimator.optimizer),
         "lr": estimator.lr,
-        "max_epochs": estimator.max_epochs,
+        "max_epochs": max_epochs,
         "batch_size": estimator.batch_size,
         "train_split": split,
         "callbacks": callbacks,
@@ -102,7 +120,7 @@ def skorch_training_kwargs(estimator, device: str, seed: int) -> dict:
     }
 
 
-def continue_training(net, estimator, seed: int):
+def continue_training(net, estimator, seed: int, max_epochs: int | None = None):
     """A copy of a fitted skorch net that trains on under the estimator's current
     training parameters (``warm_start``).
 
@@ -112,7 +130,7 @@ def continue_training(net, estimator, seed: int):
     stays on the device it was fitted on.
     """
     net = copy.deepcopy(net)
-    kwargs = skorch_training_kwargs(estimator, net.device, seed)
+    kwargs = skorch_training_kwargs(estimator, net.device, seed, max_epochs)
     optimizer, lr = kwargs.pop("optimizer"), kwargs.pop("lr")
     for name in ("max_epochs", "batch_size", "train_split", "verbose", "seed", "precision"):
         setattr(net, name, kwargs[name])

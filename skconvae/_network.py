@@ -50,6 +50,19 @@ class ConvAutoencoder(nn.Module):
         Initial bias of the output convolution, per channel (pre-activation).
         Starting at the data's mean keeps a saturating output activation from
         collapsing to a constant image early in training.
+    decoder_filters : sequence of int or None, default=None
+        Output channels of the decoder's hidden convolutions, one before each
+        upsampling (``len(filters) - 1`` of them). ``None``: ``filters[1:]``
+        reversed, the classic decoder (Conv(8)-Upsample-Conv(C) for
+        ``filters=(16, 8)``); ``filters[:-1]`` reversed mirrors the encoder.
+    batch_norm : bool, default=False
+        Put a batch normalisation between every hidden convolution and its ReLU
+        (not after the output convolution).
+    standardize_code : bool, default=False
+        Give :meth:`encode` a per-feature affine map ``(code - code_mean) /
+        code_std`` and :meth:`decode` its exact inverse. The statistics are
+        buffers set by :meth:`set_code_statistics` after training (identity
+        until then), so training is unaffected.
 
     Examples
     --------
@@ -75,6 +88,9 @@ class ConvAutoencoder(nn.Module):
         input_scale: Sequence[float] | None = None,
         variational: bool = False,
         output_bias: Sequence[float] | None = None,
+        decoder_filters: Sequence[int] | None = None,
+        batch_norm: bool = False,
+        standardize_code: bool = False,
     ):
         super().__init__()
         if variational and latent_dim is None:
@@ -85,6 +101,7 @@ class ConvAutoencoder(nn.Module):
         spatial = len(self.input_size)
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[spatial]
         pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial]
+        norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial] if batch_norm else None
         n_pools = len(filters) - 1
         factor = 2**n_pools
         self.padded_size = tuple(math.ceil(s / factor) * factor for s in self.input_size)
@@ -94,7 +111,9 @@ class ConvAutoencoder(nn.Module):
         for i, width in enumerate(filters):
             if i:
                 encoder.append(pool(2))
-            encoder += [conv(channels, width, kernel_size, padding="same"), nn.ReLU()]
+            encoder += [conv(channels, width, kernel_size, padding="same")]
+            encoder += [norm(width)] if norm else []
+            encoder.append(nn.ReLU())
             channels = width
         self.encoder = nn.Sequential(*encoder)
 
@@ -104,13 +123,18 @@ class ConvAutoencoder(nn.Module):
             self.to_latent = nn.Linear(n_conv_code, latent_dim * (2 if variational else 1))
             self.from_latent = nn.Sequential(nn.Linear(latent_dim, n_conv_code), nn.ReLU())
 
+        if decoder_filters is None:
+            decoder_filters = tuple(reversed(filters[1:]))
+        if len(decoder_filters) != n_pools:
+            raise ValueError(
+                f"decoder_filters needs one width per upsampling ({n_pools}); "
+                f"got {tuple(decoder_filters)!r}."
+            )
         decoder = []
-        for width in reversed(filters[1:]):
-            decoder += [
-                conv(channels, width, kernel_size, padding="same"),
-                nn.ReLU(),
-                nn.Upsample(scale_factor=2, mode="nearest"),
-            ]
+        for width in decoder_filters:
+            decoder += [conv(channels, width, kernel_size, padding="same")]
+            decoder += [norm(width)] if norm else []
+            decoder += [nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest")]
             channels = width
         decoder.append(conv(channels, in_channels, kernel_size, padding="same"))
         self.decoder = nn.Sequential(*decoder)
@@ -123,6 +147,19 @@ class ConvAutoencoder(nn.Module):
         scale = torch.ones(in_channels) if input_scale is None else torch.as_tensor(input_scale)
         self.register_buffer("input_shift", shift.float().reshape(stats_shape))
         self.register_buffer("input_scale", scale.float().reshape(stats_shape))
+        self.standardize_code = standardize_code
+        if standardize_code:
+            self.register_buffer("code_mean", torch.zeros(self.n_features_out))
+            self.register_buffer("code_std", torch.ones(self.n_features_out))
+
+    def set_code_statistics(self, mean, std) -> None:
+        """Set the per-feature mean and standard deviation that :meth:`encode` removes.
+
+        Needs ``standardize_code=True``. Features with a zero ``std`` are only centred.
+        """
+        std = torch.as_tensor(std, dtype=torch.float32)
+        self.code_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.code_std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
 
     @property
     def n_features_out(self) -> int:
@@ -145,6 +182,8 @@ class ConvAutoencoder(nn.Module):
         code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
         if self.latent_dim is not None:
             code = self.to_latent(code)[:, : self.latent_dim]
+        if self.standardize_code:
+            code = (code - self.code_mean) / self.code_std
         return code
 
     def variational_logits(
@@ -164,6 +203,8 @@ class ConvAutoencoder(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Decode codes to reconstructions before the output activation."""
+        if self.standardize_code:
+            z = z * self.code_std + self.code_mean
         if self.latent_dim is not None:
             z = self.from_latent(z)
         feature_map = z.reshape(-1, *self.conv_code_shape)
@@ -192,7 +233,7 @@ class ConvAutoencoder(nn.Module):
 
     def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruct normalised inputs, before the output activation."""
-        if self.latent_dim is None:
+        if self.latent_dim is None and not self.standardize_code:
             # The code is the feature map itself: skip flattening it and back.
             return self._decode_map(self.encoder(_pad_to(x, self.input_size, self.padded_size)))
         return self.decode_logits(self.encode(x))

@@ -96,7 +96,7 @@ def test_denoising_autoencoder_cleans_held_out_digits(mnist):
 
 @pytest.mark.parametrize("params, match", [
     ({"noise": "mask", "noise_level": 1.5}, r"noise_level of the values.*\[0, 1\]"),
-    ({"variational": True}, "variational=True needs a dense bottleneck: set latent_dim"),
+    ({"variational": True, "latent_dim": None}, "variational=True needs a dense bottleneck"),
 ])  # fmt: skip
 def test_generative_parameter_errors(digits, params, match):
     with pytest.raises(ValueError, match=match):
@@ -161,7 +161,7 @@ def test_sample_from_variational_prior(vae, mnist):
 
 
 def test_sample_needs_a_dense_latent(digits):
-    ae = ConvAutoencoderTransformer(**FAST).fit(digits[0])
+    ae = ConvAutoencoderTransformer(**FAST, latent_dim=None).fit(digits[0])
     with pytest.raises(ValueError, match="refit with latent_dim set"):
         ae.sample(3)
 

@@ -34,9 +34,9 @@ def photo_patches():
     return np.stack([china[r : r + 11, 100 : 100 + 13] for r in rows])
 
 
-def test_default_network_is_the_classic_one(digits):
+def test_classic_architecture_is_the_classic_network(digits):
     X, _ = digits
-    ae = ConvAutoencoderTransformer(max_epochs=1, random_state=0).fit(X)
+    ae = ConvAutoencoderTransformer(architecture="classic", max_epochs=1, random_state=0).fit(X)
     module = ae.net_.module_
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
@@ -48,16 +48,64 @@ def test_default_network_is_the_classic_one(digits):
     assert all(c.padding == "same" for c in convs)
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in module.modules()) == 1
     assert sum(isinstance(m, torch.nn.Upsample) for m in module.modules()) == 1
-    # The code is the flattened 8-channel 4x4 feature map of an 8x8 digit.
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+    # The code is the flattened 8-channel 4x4 feature map of an 8x8 digit, as it comes.
     assert ae.code_shape_ == (8, 4, 4)
+    assert (ae.filters_, ae.latent_dim_) == ((16, 8), None)
     assert ae.transform(X[:5]).shape == (5, 128)
+    assert ae.transform(X[:5]).min() >= 0  # ReLU features, not standardised
+
+
+def test_default_network_follows_the_auto_rules(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(max_epochs=2, random_state=0).fit(X)
+    module = ae.net_.module_
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    # (16, 32) encoder, mirrored decoder, batch norm after every hidden convolution.
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (1, 16),
+        (16, 32),
+        (32, 16),
+        (16, 1),
+    ]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()) == 3
+    assert (ae.filters_, ae.latent_dim_, ae.loss_, ae.max_epochs_) == ((16, 32), 32, "bce", 2)
+    # The user's parameters stay "auto".
+    params = ae.get_params()
+    assert [params[k] for k in ("filters", "latent_dim", "loss")] == ["auto"] * 3
+    # Codes come out standardised on the training data...
+    Z = ae.transform(X)
+    assert Z.shape == (len(X), 32)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(Z.std(axis=0), 1, atol=1e-3)
+    # ... and inverse_transform undoes the standardisation exactly.
+    np.testing.assert_allclose(ae.inverse_transform(Z), ae.reconstruct(X), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "n_samples, side, epochs, filters, latent_dim",
+    [
+        (8000, 28, 16, (16, 32), 32),  # MNIST-sized: about 2000 steps
+        (300, 8, 100, (16, 32), 32),  # few samples: capped at 100 epochs
+        (64000, 64, 10, (16, 32, 64), 32),  # many: at least 10; 64 px: a third stage
+        (5, 4, 100, (16, 32), 8),  # 16 values: the code is half of them
+    ],
+)
+def test_auto_rules(n_samples, side, epochs, filters, latent_dim):
+    from skconvae._auto import auto_filters, auto_latent_dim, auto_max_epochs
+
+    assert auto_max_epochs(n_samples, 64) == epochs
+    assert auto_filters((side, side)) == filters
+    assert auto_latent_dim(side * side) == latent_dim
 
 
 def test_fit_learns_to_reconstruct_digits(digits):
     X, _ = digits
     ae = ConvAutoencoderTransformer(max_epochs=15, random_state=0).fit(X)
     losses = ae.net_.history[:, "train_loss"]
-    assert losses[-1] < 0.5 * losses[0]
+    # Binary cross-entropy (loss="auto" with minmax scaling) has a floor above 0:
+    # the entropy of the grey levels. What falls is the excess above it.
+    assert losses[-1] < 0.8 * losses[0]
     # Better than predicting the mean image for every digit.
     baseline = np.mean((X - X.mean(axis=0)) ** 2)
     assert -ae.score(X) < 0.5 * baseline
@@ -67,7 +115,7 @@ def test_transform_dtype_shape_and_feature_names(fitted, digits):
     X, _ = digits
     Z = fitted.transform(X[:7])
     assert Z.dtype == np.float32
-    assert Z.shape == (7, 2 * 4 * 4)
+    assert Z.shape == (7, 32)  # latent_dim="auto": 32 features
     names = fitted.get_feature_names_out()
     assert names[0] == "convautoencodertransformer0"
     assert len(names) == Z.shape[1]
@@ -92,7 +140,7 @@ def test_latent_dim_sets_code_width(digits, latent_dim):
 def test_deeper_network_and_kernel_size(mnist):
     images, _ = mnist
     ae = ConvAutoencoderTransformer(
-        filters=(4, 4, 2), kernel_size=5, max_epochs=1, random_state=0
+        filters=(4, 4, 2), latent_dim=None, kernel_size=5, max_epochs=1, random_state=0
     ).fit(images[:256])
     # Two poolings: 28 -> 14 -> 7.
     assert ae.code_shape_ == (2, 7, 7)
@@ -317,7 +365,7 @@ def test_warm_start_continues_training(digits):
 def test_warm_start_follows_changed_training_params(digits):
     """set_params between warm fits changes how training continues, as in scikit-learn."""
     X, _ = digits
-    ae = ConvAutoencoderTransformer(**FAST, warm_start=True).fit(X)
+    ae = ConvAutoencoderTransformer(**FAST, warm_start=True, lr_schedule="constant").fit(X)
     adam_steps = _adam_steps(ae)
     ae.set_params(lr=0.01, max_epochs=3, batch_size=256).fit(X)
     assert len(ae.net_.history) == FAST["max_epochs"] + 3
@@ -329,6 +377,24 @@ def test_warm_start_follows_changed_training_params(digits):
     assert isinstance(ae.net_.optimizer_, torch.optim.SGD)
     assert ae.net_.optimizer_.param_groups[0]["lr"] == 0.01
     assert len(ae.net_.history) == FAST["max_epochs"] + 4
+
+
+def test_cosine_lr_schedule_by_default(digits):
+    from skorch.callbacks import LRScheduler
+
+    X, _ = digits
+    params = {**FAST, "max_epochs": 4, "lr": 0.01}
+    cosine = ConvAutoencoderTransformer(**params).fit(X)
+    # Stepped after each epoch: after the last one of 4 the half cosine reaches 0.
+    assert cosine.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+    assert "lr_schedule" in dict(cosine.net_.callbacks_)
+    constant = ConvAutoencoderTransformer(**params, lr_schedule="constant").fit(X)
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == 0.01
+    # A scheduler of the user's own replaces the built-in one.
+    own = LRScheduler(policy="StepLR", step_size=1, gamma=0.5)
+    stepped = ConvAutoencoderTransformer(**params, callbacks=[("own", own)]).fit(X)
+    assert stepped.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**4)
+    assert "lr_schedule" not in dict(stepped.net_.callbacks_)
 
 
 def _adam_steps(ae) -> int:
@@ -399,8 +465,10 @@ def test_cross_val_score(digits):
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_grid_search_on_reconstruction_score(digits, n_jobs):
     X, _ = digits
+    # The classic network: batch norm's running statistics lag behind the weights
+    # in a 2-epoch fit, which blurs the comparison on held-out folds.
     search = GridSearchCV(
-        ConvAutoencoderTransformer(**{**FAST, "filters": (8, 4)}),
+        ConvAutoencoderTransformer(**{**FAST, "filters": (8, 4)}, architecture="classic"),
         {"latent_dim": [2, 24]},
         cv=2,
         n_jobs=n_jobs,
@@ -436,7 +504,9 @@ def test_mnist_held_out_reconstruction(mnist):
     """A short fit on real MNIST reconstructs unseen digits far better than the mean."""
     images, _ = mnist
     train, test = images[:2000], images[9000:]
-    ae = ConvAutoencoderTransformer(max_epochs=3, batch_size=32, lr=3e-3, random_state=0)
+    ae = ConvAutoencoderTransformer(
+        architecture="classic", max_epochs=3, batch_size=32, lr=3e-3, random_state=0
+    )
     ae.fit(train)
     assert ae.transform(test).shape == (1000, 8 * 14 * 14)
     flat = test.reshape(len(test), -1).astype(np.float64)
