@@ -83,8 +83,9 @@ def main(out: str, data: str | None) -> None:
     best_sigma = max(blurred, key=lambda s: psnr(blurred[s], clean_test))
 
     regressor = ConvAutoencoderRegressor(
-        filters=(8, 16), max_epochs=4, batch_size=64, lr=2e-3, random_state=0
-    )
+        network="unet", filters=(8, 16), loss="mse", lr_schedule="constant",
+        max_epochs=4, batch_size=64, lr=2e-3, random_state=0,
+    )  # fmt: skip
     autoencoder = ConvAutoencoderTransformer(
         filters=(16, 8),
         noise="gaussian",

@@ -15,6 +15,8 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
+from skorch.callbacks import LRScheduler
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._base import (
     SHARED_CONSTRAINTS,
@@ -25,27 +27,34 @@ from ._base import (
     validate_images,
 )
 from ._data import as_compact_tensor
+from ._image_networks import ImageToImageNet, ResidualImageNet
 from ._layout import flatten_samples, infer_layout, infer_target_layout
 from ._net import AutoencoderNet, cuda_autotune
-from ._network import ImageToImageNet, ReconstructionLoss
+from ._network import ReconstructionLoss
 from ._persistence import PersistenceMixin
 from ._scaling import channel_extremes, fit_scaling
 from ._utils import draw_seed, resolve_device, restore_on_error
 
+NETWORKS = {"resnet": ResidualImageNet, "unet": ImageToImageNet}
+# ``filters=None``: each network's measured default (benchmarks/bench_restoration.py).
+DEFAULT_FILTERS = {"resnet": (32, 32, 32, 32), "unet": (32, 64)}
+DEFAULT_EPOCHS = 10
+
 
 class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
-    """Image-to-image regression with a convolutional encoder-decoder.
+    """Image-to-image regression with a convolutional network: denoising, super-resolution.
 
     ``fit(X, y)`` learns to map images ``X`` to paired images ``y``: noisy to
     clean (denoising), low to high resolution (``y`` larger than ``X`` by an
-    integer factor: the last convolution predicts ``factor**2`` values per input
-    pixel, interleaved by a pixel shuffle), or other translations. The network
-    is U-Net-like: encoder stages with max-pooling, a decoder that upsamples and
-    concatenates the encoder's feature maps (skip connections), and, by default,
-    a residual output over the input -- or over its bicubic interpolation when
-    upscaling -- so the network learns only the correction. It is fully
-    convolutional: ``predict`` takes images of any size, so a model trained on
-    patches processes whole images.
+    integer factor), or other translations. The default network is a stack of
+    residual blocks at the input's resolution (DnCNN / EDSR style) that predicts
+    the residual over the input -- or over its bicubic interpolation when
+    upscaling -- so the network learns only the correction; upscaling is
+    sub-pixel (the last convolution predicts ``factor**2`` values per input pixel,
+    interleaved by a pixel shuffle). ``network="unet"`` is the earlier U-Net. Both
+    are fully convolutional: ``predict`` takes images of any size, so a model
+    trained on patches (:func:`skconvae.preprocessing.extract_random_patches` cuts
+    them from photos of any sizes) processes whole images.
 
     Parameters
     ----------
@@ -58,22 +67,34 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         of the inputs' (the smallest that fits), else a square grey image.
     channels : {"auto", "last", "first"}, default="auto"
         Where 4-D input keeps its channels; see :class:`ConvAutoencoderTransformer`.
-    filters : tuple of int, default=(32, 64)
-        Width of each encoder stage (two convolutions each), with 2x max-pooling
-        between stages.
+    network : {"resnet", "unet"}, default="resnet"
+        ``"resnet"``: a convolution, one residual block (two convolutions) per
+        entry of ``filters``, and the output convolution, all at the input's
+        resolution (:class:`skconvae.nn.ResidualImageNet`). ``"unet"``: encoder
+        stages of two convolutions with 2x max-pooling between them and a decoder
+        with skip connections (:class:`skconvae.nn.ImageToImageNet`).
+    filters : tuple of int or None, default=None
+        Width of each residual block (``"resnet"``) or encoder stage (``"unet"``).
+        ``None``: ``(32, 32, 32, 32)`` for ``"resnet"``, ``(32, 64)`` for ``"unet"``.
     kernel_size : int, default=3
     skip_connections : bool, default=True
-        Concatenate encoder feature maps into the decoder (U-Net).
+        Concatenate encoder feature maps into the decoder (``"unet"`` only).
     residual : bool, default=True
         Predict the difference to the (interpolated) input; used when input and
         target have the same number of channels.
-    loss : {"mse", "l1"}, default="mse"
+    loss : {"mse", "l1"}, default="l1"
+        L1 gives sharper restorations than MSE on photos (and a better PSNR in
+        ``benchmarks/bench_restoration.py``); MSE is the PSNR's own criterion.
     scaling : {"minmax", "symmetric"} or None, default="minmax"
         Per-channel scaling of inputs and targets, each learned at ``fit``.
         Predictions are clipped to the range of the training targets.
-    max_epochs : int, default=30
+    max_epochs : int, default=10
     batch_size : int, default=32
     lr : float, default=1e-3
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        ``"cosine"`` decays the learning rate from ``lr`` to ``lr / 100`` along a
+        half cosine over ``max_epochs`` (restarting from ``lr`` when a
+        ``warm_start`` fit continues); ``"constant"`` keeps ``lr``.
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
     early_stopping : bool, default=False
     validation_fraction : float, default=0.1
@@ -90,7 +111,8 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     net_ : skconvae.AutoencoderNet
-        The trained skorch net; ``net_.module_`` is a :class:`skconvae.nn.ImageToImageNet`.
+        The trained skorch net; ``net_.module_`` is a :class:`skconvae.nn.ResidualImageNet`
+        or :class:`skconvae.nn.ImageToImageNet`.
     image_shape_, target_shape_ : tuple of int
         ``(channels, height, width)`` of inputs and targets.
     scale_ : int
@@ -105,7 +127,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     >>> from skconvae import ConvAutoencoderRegressor
     >>> clean = load_digits().images                     # (1797, 8, 8), values 0..16
     >>> noisy = clean + np.random.default_rng(0).normal(0, 4, clean.shape)
-    >>> model = ConvAutoencoderRegressor(filters=(8, 16), max_epochs=2, random_state=0)
+    >>> model = ConvAutoencoderRegressor(filters=(8, 8), max_epochs=2, random_state=0)
     >>> model.fit(noisy, clean).predict(noisy[:5]).shape
     (5, 8, 8)
     """
@@ -113,10 +135,13 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         **SHARED_CONSTRAINTS,
         "target_shape": [None, tuple, list],
+        "network": [StrOptions({"resnet", "unet"})],
+        "filters": [None, tuple, list],
         "skip_connections": ["boolean"],
         "residual": ["boolean"],
         "loss": [StrOptions({"mse", "l1"})],
         "scaling": [None, StrOptions({"minmax", "symmetric"})],
+        "lr_schedule": [StrOptions({"cosine", "constant"})],
     }
 
     def __init__(
@@ -125,15 +150,17 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         image_shape=None,
         target_shape=None,
         channels="auto",
-        filters=(32, 64),
+        network="resnet",
+        filters=None,
         kernel_size=3,
         skip_connections=True,
         residual=True,
-        loss="mse",
+        loss="l1",
         scaling="minmax",
-        max_epochs=30,
+        max_epochs=DEFAULT_EPOCHS,
         batch_size=32,
         lr=1e-3,
+        lr_schedule="cosine",
         optimizer="adam",
         early_stopping=False,
         validation_fraction=0.1,
@@ -149,6 +176,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.image_shape = image_shape
         self.target_shape = target_shape
         self.channels = channels
+        self.network = network
         self.filters = filters
         self.kernel_size = kernel_size
         self.skip_connections = skip_connections
@@ -158,6 +186,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.optimizer = optimizer
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -190,7 +219,9 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         return self
 
     def _fit(self, X, y):
-        filters = check_filters(self.filters)
+        filters = check_filters(
+            DEFAULT_FILTERS[self.network] if self.filters is None else self.filters
+        )
         flat, sample_shape = flatten_samples(X)
         flat = validate_data(self, flat, reset=True, dtype="numeric")
         layout = infer_layout(sample_shape or flat.shape[1:], self.image_shape, self.channels)
@@ -213,16 +244,24 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         with cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = continue_training(self.net_, self, seed)
+                net.callbacks = [*net.callbacks, *self._schedule()]
+                net.initialize_callbacks()
             else:
+                network_kwargs = (
+                    {"module__skip_connections": self.skip_connections}
+                    if self.network == "unet"
+                    else {}
+                )
+                training = skorch_training_kwargs(self, device, seed)
+                training["callbacks"] += self._schedule()
                 net = AutoencoderNet(
-                    ImageToImageNet,
+                    NETWORKS[self.network],
                     module__in_channels=layout.channels,
                     module__out_channels=target_layout.channels,
                     module__input_size=network_input_size(layout),
                     module__scale=scale,
                     module__filters=filters,
                     module__kernel_size=self.kernel_size,
-                    module__skip_connections=self.skip_connections,
                     module__residual=self.residual,
                     module__input_shift=x_scaling.shift.tolist(),
                     module__input_scale=x_scaling.scale.tolist(),
@@ -231,7 +270,8 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
                     criterion=ReconstructionLoss,
                     criterion__loss=self.loss,
                     criterion__output_activation="identity",
-                    **skorch_training_kwargs(self, device, seed),
+                    **network_kwargs,
+                    **training,
                 )
                 net.initialize()
             net.partial_fit(as_compact_tensor(images), as_compact_tensor(targets))
@@ -243,6 +283,13 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         if not continuing:
             self.target_min_, self.target_max_ = y_min, y_max
         self.device_ = device
+
+    def _schedule(self) -> list:
+        """The learning-rate schedule's callback: cosine decay over ``max_epochs``."""
+        if self.lr_schedule == "constant":
+            return []
+        cosine = LRScheduler(CosineAnnealingLR, T_max=self.max_epochs, eta_min=self.lr * 0.01)
+        return [("lr_schedule", cosine)]
 
     def predict(self, X):
         """Predict target images for ``X``.

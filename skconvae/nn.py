@@ -1,5 +1,6 @@
 """The plain PyTorch modules behind skconvae, for use outside scikit-learn."""
 
-from ._network import ConvAutoencoder, ImageToImageNet, ReconstructionLoss
+from ._image_networks import ImageToImageNet, ResidualImageNet
+from ._network import ConvAutoencoder, ReconstructionLoss
 
-__all__ = ["ConvAutoencoder", "ImageToImageNet", "ReconstructionLoss"]
+__all__ = ["ConvAutoencoder", "ImageToImageNet", "ReconstructionLoss", "ResidualImageNet"]

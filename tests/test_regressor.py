@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from skimage import data
 from sklearn.base import clone
 from sklearn.datasets import load_sample_images
 from sklearn.metrics import r2_score
@@ -14,6 +15,8 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from skconvae import ConvAutoencoderRegressor
+from skconvae.nn import ImageToImageNet, ResidualImageNet
+from skconvae.preprocessing import extract_random_patches
 
 FAST = {"filters": (8, 8), "max_epochs": 2, "batch_size": 32, "random_state": 0}
 
@@ -46,7 +49,7 @@ def photo_pairs():
 def denoiser(noisy_digits):
     noisy, clean = noisy_digits
     return ConvAutoencoderRegressor(
-        filters=(16, 32), max_epochs=3, batch_size=32, lr=2e-3, random_state=0
+        filters=(16, 16), max_epochs=3, batch_size=32, lr=2e-3, random_state=0
     ).fit(noisy[:1000], clean[:1000])
 
 
@@ -66,11 +69,49 @@ def test_score_is_variance_weighted_r2_over_pixels(denoiser, noisy_digits):
     assert denoiser.score(noisy[1000:], clean[1000:]) == pytest.approx(expected, rel=1e-6)
 
 
-def test_default_network_has_skips_and_residual(denoiser):
+def test_default_network_is_residual_blocks(denoiser):
     module = denoiser.net_.module_
-    assert module.skip_connections and module.residual
+    assert isinstance(module, ResidualImageNet) and module.residual
+    assert [block.first.out_channels for block in module.blocks] == [16, 16]
+    # The untrained network starts at the identity (zero-initialised head and blocks).
+    fresh = ResidualImageNet(in_channels=1, out_channels=1, input_size=(28, 28), filters=(8, 8))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(fresh(x), x)
+
+
+def test_unet_network_has_skips_and_residual(noisy_digits):
+    noisy, clean = noisy_digits
+    model = ConvAutoencoderRegressor(**{**FAST, "filters": (16, 32)}, network="unet")
+    module = model.fit(noisy[:300], clean[:300]).net_.module_
+    assert isinstance(module, ImageToImageNet) and module.skip_connections and module.residual
     # The decoder stage sees the upsampled deep features and the skip (16 + 32 channels).
     assert module.up[0][0].in_channels == 16 + 32
+    assert model.score(noisy[1000:], clean[1000:]) > 0.1
+
+
+def test_cosine_schedule_decays_the_learning_rate(noisy_digits):
+    noisy, clean = noisy_digits
+    model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 3}).fit(noisy[:200], clean[:200])
+    # From lr down to lr / 100 at the end of max_epochs.
+    assert model.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(1e-3 / 100)
+    constant = clone(model).set_params(lr_schedule="constant").fit(noisy[:200], clean[:200])
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == 1e-3
+
+
+def test_fit_on_patches_of_several_photos_predicts_whole_photos():
+    """The multi-image path: patches of photos of different sizes, whole held-out photos."""
+    photos = [data.camera(), data.coins(), data.astronaut()[..., 1]]
+    clean = extract_random_patches(photos, 24, n_patches=400, random_state=0) / 255
+    rng = np.random.default_rng(0)
+    noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
+    model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 3}).fit(noisy, clean)
+    moon = data.moon()[:200, :300] / 255  # held out, another size than the patches
+    noisy_moon = moon + 0.1 * rng.standard_normal(moon.shape)
+    denoised = model.predict(noisy_moon[None])
+    assert denoised.shape == (1, 200, 300) and denoised.dtype == np.float32
+    # Same units as the targets, and cleaner than the noisy input.
+    assert 0 <= denoised.min() and denoised.max() <= 1
+    assert np.mean((denoised[0] - moon) ** 2) < 0.8 * np.mean((noisy_moon - moon) ** 2)
 
 
 def test_super_resolution_nhwc_in_nhwc_out(photo_pairs):
@@ -177,7 +218,8 @@ def test_clone_pickle_and_reproducibility(noisy_digits):
 
 def test_warm_start_continues_with_changed_lr(noisy_digits):
     noisy, clean = noisy_digits
-    model = ConvAutoencoderRegressor(**FAST, warm_start=True).fit(noisy[:300], clean[:300])
+    model = ConvAutoencoderRegressor(**FAST, warm_start=True, lr_schedule="constant")
+    model.fit(noisy[:300], clean[:300])
     model.set_params(lr=3e-4, max_epochs=1).fit(noisy[:300], clean[:300])
     assert len(model.net_.history) == FAST["max_epochs"] + 1
     assert model.net_.optimizer_.param_groups[0]["lr"] == 3e-4
