@@ -101,7 +101,9 @@ def skorch_training_kwargs(
         for entry in estimator.callbacks or []
     )
     if getattr(estimator, "lr_schedule", "constant") == "cosine" and not own_schedule:
-        schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs)
+        # Estimators may end the cosine above zero (the regressor's _LR_FLOOR = 0.01).
+        floor = estimator.lr * getattr(estimator, "_LR_FLOOR", 0.0)
+        schedule = LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs, eta_min=floor)
         callbacks.append(("lr_schedule", schedule))
     callbacks += copy.deepcopy(estimator.callbacks or [])
     split = HoldoutSplit(estimator.validation_fraction, seed) if estimator.early_stopping else None

@@ -15,8 +15,6 @@ from sklearn.utils.validation import (
     check_is_fitted,
     validate_data,
 )
-from skorch.callbacks import LRScheduler
-from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._base import (
     SHARED_CONSTRAINTS,
@@ -132,6 +130,9 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     (5, 8, 8)
     """
 
+    # The cosine learning-rate schedule ends at 1% of lr rather than at zero.
+    _LR_FLOOR = 0.01
+
     _parameter_constraints: ClassVar[dict] = {
         **SHARED_CONSTRAINTS,
         "target_shape": [None, tuple, list],
@@ -244,8 +245,6 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         with cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = continue_training(self.net_, self, seed)
-                net.callbacks = [*net.callbacks, *self._schedule()]
-                net.initialize_callbacks()
             else:
                 network_kwargs = (
                     {"module__skip_connections": self.skip_connections}
@@ -253,7 +252,6 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
                     else {}
                 )
                 training = skorch_training_kwargs(self, device, seed)
-                training["callbacks"] += self._schedule()
                 net = AutoencoderNet(
                     NETWORKS[self.network],
                     module__in_channels=layout.channels,
@@ -283,13 +281,6 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         if not continuing:
             self.target_min_, self.target_max_ = y_min, y_max
         self.device_ = device
-
-    def _schedule(self) -> list:
-        """The learning-rate schedule's callback: cosine decay over ``max_epochs``."""
-        if self.lr_schedule == "constant":
-            return []
-        cosine = LRScheduler(CosineAnnealingLR, T_max=self.max_epochs, eta_min=self.lr * 0.01)
-        return [("lr_schedule", cosine)]
 
     def predict(self, X):
         """Predict target images for ``X``.
