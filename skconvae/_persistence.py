@@ -92,6 +92,7 @@ _KINDS = {
     "layout": lambda v: isinstance(v, ImageLayout),
     "shape": _is_shape,
     "count": lambda v: type(v) is int and v >= 1,
+    "optional_count": lambda v: v is None or (type(v) is int and v >= 1),
     "int": lambda v: type(v) is int,
     "float": lambda v: type(v) in (int, float),
     "bool": lambda v: type(v) is bool,
@@ -112,6 +113,10 @@ FITTED_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "_layout": ("layout", True),
         "image_shape_": ("shape", True),
         "code_shape_": ("shape", True),
+        "filters_": ("shape", True),
+        "latent_dim_": ("optional_count", True),
+        "loss_": ("str", True),
+        "max_epochs_": ("count", True),
         "data_min_": ("array", True),
         "data_max_": ("array", True),
         "device_": ("str", True),
@@ -716,7 +721,8 @@ class _Encoder:
     def _add_tensor(self, name: str, array: np.ndarray) -> str:
         if name in self.tensors:
             raise ValueError(f"Two arrays would be saved under the name {name!r}.")
-        self.tensors[name] = np.ascontiguousarray(array)
+        # asarray, not ascontiguousarray: that makes 0-d tensors (BatchNorm counters) 1-d.
+        self.tensors[name] = np.asarray(array, order="C")
         return name
 
     def _net(self, net: AutoencoderNet, path: str) -> dict:
