@@ -544,7 +544,8 @@ class _Encoder:
     def _add_tensor(self, name: str, array: np.ndarray) -> str:
         if name in self.tensors:
             raise ValueError(f"Two arrays would be saved under the name {name!r}.")
-        self.tensors[name] = np.ascontiguousarray(array)
+        # ascontiguousarray makes 0-d arrays (batch norm's step count) 1-d: keep the shape.
+        self.tensors[name] = np.ascontiguousarray(array).reshape(np.shape(array))
         return name
 
     def _net(self, net: AutoencoderNet, path: str) -> dict:
