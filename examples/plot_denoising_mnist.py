@@ -63,6 +63,7 @@ def main(out: str, data: str) -> None:
         filters=(8, 16), max_epochs=4, batch_size=64, lr=2e-3, random_state=0
     )
     autoencoder = ConvAutoencoderTransformer(
+        architecture="classic",  # the conv code: denoising keeps the spatial map
         filters=(16, 8),
         noise="gaussian",
         noise_level=NOISE_SIGMA,
