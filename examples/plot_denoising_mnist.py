@@ -87,6 +87,7 @@ def main(out: str, data: str | None) -> None:
         max_epochs=4, batch_size=64, lr=2e-3, random_state=0,
     )  # fmt: skip
     autoencoder = ConvAutoencoderTransformer(
+        architecture="classic",  # the conv code: denoising keeps the spatial map
         filters=(16, 8),
         noise="gaussian",
         noise_level=NOISE_SIGMA,

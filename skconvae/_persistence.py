@@ -247,7 +247,7 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "digits_ae.safetensors"
     >>> skconvae.save(ae, path)
     >>> skconvae.load(path).transform(X[:2]).shape
-    (2, 128)
+    (2, 32)
     """
     cls = type(estimator)
     classes = _estimator_classes()

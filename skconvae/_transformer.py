@@ -52,7 +52,9 @@ class ConvAutoencoderTransformer(
 
     The defaults are meant to be used as they are: ``Pipeline([("ae",
     ConvAutoencoderTransformer()), ("clf", SVC())])`` beats an SVC on raw pixels
-    on MNIST and scikit-learn's 8x8 digits (``benchmarks/bench_defaults.py``).
+    on MNIST (median accuracy 0.982 against 0.977 over three seeds, 8000 images
+    fit, 2000 held out) and is level with it on scikit-learn's 8x8 digits
+    (``benchmarks/bench_defaults.py``).
     Parameters set to ``"auto"`` are resolved at ``fit`` from the data's shape,
     by the rules written below; the values used are the fitted attributes
     ``filters_``, ``latent_dim_``, ``loss_`` and ``max_epochs_``.
