@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from skconvae import ConvAutoencoderTransformer
+from skconvae._data import HoldoutSplit, ImageBatches
 
 from .conftest import FAST
 
@@ -286,20 +287,31 @@ def test_silent_by_default_and_verbose_prints_table(digits, capsys):
 
 
 def test_early_stopping_holds_out_and_keeps_best(digits):
+    """The model kept is the best epoch's: its loss on the held-out samples is the
+    best recorded validation loss, not the last epoch's.
+
+    Mutation checked: ``EarlyStopping(load_best=False)`` in ``_base.py`` keeps the
+    last epoch's weights, whose held-out loss is the last recorded one, and fails.
+    """
     X, _ = digits
     ae = ConvAutoencoderTransformer(
         **{**FAST, "max_epochs": 30}, early_stopping=True, n_iter_no_change=2, lr=0.05
     ).fit(X)
     history = ae.net_.history
-    valid = history[:, "valid_loss"]
-    assert len(valid) <= 30
+    valid = np.array(history[:, "valid_loss"])
     batches = history[-1, "batches"]
     n_valid = sum(b.get("valid_batch_size", 0) for b in batches)
     n_train = sum(b.get("train_batch_size", 0) for b in batches)
     assert (n_train, n_valid) == (len(X) - 180, 180)
-    if len(valid) < 30:
-        # Stopped early: the best epoch is n_iter_no_change before the end.
-        assert np.argmin(valid) == len(valid) - 3
+    # Stopped early: the best epoch is n_iter_no_change before the end, and worse ones follow.
+    assert len(valid) < 30
+    assert np.argmin(valid) == len(valid) - 3 and valid[-1] > valid.min() * (1 + 1e-3)
+    # The held-out samples, as the split drew them; their loss in the network's units
+    # (minmax scaling of 0..16) is that of the weights kept.
+    _, held_out = HoldoutSplit(0.1, FAST["random_state"])(ImageBatches(torch.from_numpy(X)))
+    images = held_out.X.numpy()
+    loss = np.mean((ae.reconstruct(images).astype(np.float64) - images) ** 2) / 16**2
+    assert loss == pytest.approx(valid.min(), rel=1e-4)
 
 
 def test_warm_start_continues_training(digits):
