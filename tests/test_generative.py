@@ -56,9 +56,9 @@ def test_noise_corrupts_inputs_but_not_targets(digits, monkeypatch):
     seen = []
     original = _net.corrupt
 
-    def spy(x, *args):
-        out = original(x, *args)
-        seen.append((x.clone(), out.clone(), args))
+    def spy(x, *args, **kwargs):
+        out = original(x, *args, **kwargs)
+        seen.append((x.clone(), out.clone(), args, kwargs))
         return out
 
     monkeypatch.setattr(_net, "corrupt", spy)
@@ -68,8 +68,10 @@ def test_noise_corrupts_inputs_but_not_targets(digits, monkeypatch):
     ae.transform(X)
     ae.score(X)
     assert len(seen) == 2 * 29
-    clean, noisy, args = seen[0]
+    clean, noisy, args, kwargs = seen[0]
     assert args == ("salt_pepper", 0.4, 0.0, 1.0)
+    # Drawn from the fit's own generator, never torch's global one.
+    assert isinstance(kwargs["generator"], torch.Generator)
     assert not torch.equal(clean, noisy)
 
 

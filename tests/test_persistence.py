@@ -488,3 +488,131 @@ def test_a_loaded_model_refits_clones_and_continues(model_file, fitted, X):
     assert not np.array_equal(loaded.transform(X), fitted.transform(X))
     refit = skconvae.load(model_file).fit(X)
     np.testing.assert_array_equal(refit.transform(X), fitted.transform(X))
+
+
+# -- file faults and environment faults ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where, error",
+    [
+        ("build", torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")),
+        ("build", RuntimeError("Found no NVIDIA driver on your system")),
+        ("trial", RuntimeError("a bug in skconvae")),
+        ("trial", MemoryError()),
+    ],
+    ids=["out-of-memory", "no-driver", "package-bug", "host-memory"],
+)
+def test_environment_errors_are_not_blamed_on_the_file(model_file, monkeypatch, where, error):
+    """Building the network on its device and the trial pass raise their own errors, with
+    a note that the file passed its checks; they are not turned into ModelFileError.
+
+    Mutation checked: moving the build and ``_check_runs`` back inside the decoding
+    ``try`` (the landed code) turns the RuntimeErrors into "damaged or edited" errors.
+    """
+
+    def fail(*args, **kwargs):
+        raise error
+
+    if where == "build":
+        monkeypatch.setattr(skconvae.AutoencoderNet, "initialize", fail)
+    else:
+        monkeypatch.setattr(ConvAutoencoderTransformer, "transform", fail)
+    with pytest.raises(type(error)) as caught:
+        skconvae.load(model_file)
+    assert not isinstance(caught.value, ModelFileError)
+    assert any("after the file passed its checks" in note for note in caught.value.__notes__)
+
+
+# -- the declared schema of saved attributes ------------------------------------------------------
+
+# The fitted attributes of file format version 1, as FITTED_SCHEMA declared them when
+# version 1 was frozen. Changing the schema means a new FORMAT_VERSION (and a reader of
+# the old one): add its entry here then.
+FROZEN_SCHEMAS = {
+    1: {
+        "ConvAutoencoderTransformer": {
+            "net_", "code_density_", "_layout", "image_shape_", "code_shape_", "data_min_",
+            "data_max_", "device_", "n_features_in_", "feature_names_in_",
+            "_sklearn_output_config",
+        },
+        "ConvAutoencoderRegressor": {
+            "net_", "_layout", "_target_layout", "image_shape_", "target_shape_", "scale_",
+            "target_min_", "target_max_", "device_", "n_features_in_", "feature_names_in_",
+            "_sklearn_output_config",
+        },
+    }
+}  # fmt: skip
+
+
+def test_the_schema_changes_only_with_the_format_version():
+    declared = {name: set(schema) for name, schema in _persistence.FITTED_SCHEMA.items()}
+    assert declared == FROZEN_SCHEMAS[_persistence.FORMAT_VERSION]
+
+
+def _fitted_attributes(estimator) -> set:
+    return set(vars(estimator)) - set(estimator.get_params(deep=False)) - _persistence._NOT_SAVED
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda X: ConvAutoencoderTransformer(**FAST).fit(X),
+        lambda X: ConvAutoencoderTransformer(**FAST, latent_dim=4, warm_start=True).fit(X).fit(X),
+        lambda X: (
+            ConvAutoencoderTransformer(**FAST, latent_dim=2, variational=True)
+            .set_output(transform="pandas")
+            .fit(pd.DataFrame(X, columns=[f"p{i}" for i in range(X.shape[1])]))
+        ),
+        lambda X: ConvAutoencoderRegressor(**FAST, early_stopping=True).fit(X, X),
+        lambda X: ConvAutoencoderRegressor(**FAST).fit(
+            X.reshape(-1, 8, 8)[:, ::2, ::2], X.reshape(-1, 8, 8)
+        ),
+    ],
+    ids=["transformer", "mixture-warm", "variational-dataframe", "regressor", "upscaling"],
+)
+def test_every_fitted_attribute_is_declared_in_the_schema(X, tmp_path, make):
+    """Fails when fit adds an attribute the file format does not declare: save refuses
+    such an estimator, so the attribute must be declared (with a new format version).
+
+    Mutation checked: a fit that also sets ``self.extra_ = 1`` fails here (and save
+    raises TypeError naming it).
+    """
+    estimator = make(X)
+    schema = _persistence.FITTED_SCHEMA[type(estimator).__name__]
+    attributes = _fitted_attributes(estimator)
+    assert attributes <= set(schema), attributes - set(schema)
+    assert {name for name, (_, required) in schema.items() if required} <= attributes
+    if getattr(estimator, "code_density_", None) is not None:
+        mixture = estimator.code_density_
+        stored = set(vars(mixture)) - set(mixture.get_params())
+        assert stored == set(_persistence.MIXTURE_SCHEMA)
+    estimator.save(tmp_path / "m.safetensors")
+    assert _fitted_attributes(skconvae.load(tmp_path / "m.safetensors")) == attributes
+
+
+def test_an_undeclared_attribute_is_refused_at_save_and_at_load(fitted, model_file, tmp_path):
+    extended = pickle.loads(pickle.dumps(fitted))
+    extended.extra_ = np.zeros(3)
+    with pytest.raises(TypeError, match=r"attributes \['extra_'\], which its model file format"):
+        extended.save(tmp_path / "extended.safetensors")
+    assert not (tmp_path / "extended.safetensors").exists()
+    forged = _rewrite(model_file, tmp_path / "forged.safetensors", _set(("fitted", "extra_"), 1))
+    with pytest.raises(ModelFileError, match=r"attribute 'extra_' .* not a fitted attribute"):
+        skconvae.load(forged)
+    dropped = _rewrite(
+        model_file, tmp_path / "dropped.safetensors", lambda d: d["fitted"].pop("code_shape_")
+    )
+    with pytest.raises(ModelFileError, match=r"lacks the fitted attributes \['code_shape_'\]"):
+        skconvae.load(dropped)
+
+
+def test_scikit_learns_own_new_mixture_attributes_are_not_saved(fitted, tmp_path, X):
+    extended = pickle.loads(pickle.dumps(fitted))
+    extended.code_density_.attribute_of_a_later_sklearn_ = np.ones(2)
+    extended.save(tmp_path / "m.safetensors")
+    loaded = skconvae.load(tmp_path / "m.safetensors")
+    assert not hasattr(loaded.code_density_, "attribute_of_a_later_sklearn_")
+    np.testing.assert_array_equal(
+        loaded.sample(4, random_state=0), fitted.sample(4, random_state=0)
+    )

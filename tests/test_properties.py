@@ -153,6 +153,17 @@ def inputs(draw):
     return _values_of_kind(draw, shape)
 
 
+def _is_valid_input(fitted, X, method) -> bool:
+    """Inputs every method must accept: samples of a shape it documents, finite numbers."""
+    if X.dtype.kind not in "iuf" or X.ndim < 2 or not len(X):
+        return False
+    if not np.isfinite(X.astype(np.float64)).all():
+        return False
+    if method == "inverse_transform":
+        return X.shape[1:] == (fitted.latent_dim,)
+    return X.shape[1:] == (fitted.n_features_in_,)
+
+
 @SETTINGS
 @given(
     X=inputs(),
@@ -161,10 +172,13 @@ def inputs(draw):
     ),
 )
 def test_any_input_works_or_gets_a_clear_error(fitted, X, method):
+    """Mutation checked: a method that rejects every input with a ValueError (such as
+    ``validate_images`` raising at once) fails on the valid inputs drawn."""
     try:
         out = getattr(fitted, method)(X)
     except Exception as error:
         _assert_clear_error(error)
+        assert not _is_valid_input(fitted, X, method), f"valid input refused: {error!r}"
     else:
         # Only valid input gets this far: finite numbers in, finite numbers out.
         assert X.dtype.kind in "biuf" and X.size and np.isfinite(X.astype(np.float64)).all()
@@ -190,6 +204,8 @@ def geometries(draw):
 @SETTINGS
 @given(geometry=geometries(), ndim=st.sampled_from([2, 3, 4]))
 def test_any_geometry_fits_or_gets_a_clear_error(geometry, ndim):
+    """Mutation checked: ``check_filters`` rejecting every filters value fails on the
+    valid geometries drawn."""
     n_features, image_shape, filters = geometry
     X = np.random.default_rng(0).random((4, n_features))
     if ndim == 3:
@@ -197,10 +213,14 @@ def test_any_geometry_fits_or_gets_a_clear_error(geometry, ndim):
     elif ndim == 4:
         X = X.reshape(4, n_features, 1, 1)
     ae = ConvAutoencoderTransformer(**TINY, image_shape=image_shape, filters=filters)
+    # Always valid: positive filters, and no image_shape (flat rows fold on their own,
+    # 3-D and 4-D input carry their shape).
+    valid = image_shape is None and len(filters) > 0 and min(filters) >= 1
     try:
         ae.fit(X)
     except Exception as error:
         _assert_clear_error(error)
         assert not hasattr(ae, "net_")
+        assert not valid, f"valid geometry refused: {error!r}"
     else:
         assert ae.inverse_transform(ae.transform(X)).shape == X.shape

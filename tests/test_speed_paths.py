@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_sample_images
 
 from skconvae import ConvAutoencoderTransformer
 from skconvae import _net as net_module
@@ -58,18 +59,46 @@ def test_inference_runs_in_bounded_batches(mnist, monkeypatch):
     assert score == pytest.approx(ae.score(images[:1000]), rel=1e-6)
 
 
-def test_channels_last_training_on_cpu(digits):
-    ae = ConvAutoencoderTransformer(**FAST).fit(digits[0])
-    weight = ae.net_.module_.encoder[0].weight
-    assert weight.is_contiguous(memory_format=torch.channels_last)
+def test_channels_last_training_on_cpu():
+    """Every 2-D convolution of a 3-channel model keeps its weights channels_last.
+
+    Mutation checked: dropping ``module_.to(memory_format=torch.channels_last)`` in
+    ``AutoencoderNet.initialize_module`` fails (a grey model's first weight, with
+    its size-1 input dimension, passed either way).
+    """
+    china = load_sample_images().images[0]
+    patches = np.stack([china[r : r + 12, 100:112] for r in range(0, 12 * 32, 12)])
+    ae = ConvAutoencoderTransformer(**FAST, channels="last").fit(patches)
+    convs = [m for m in ae.net_.module_.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert ae.image_shape_ == (3, 12, 12) and convs[0].in_channels == 3
+    for conv in convs:
+        assert conv.weight.shape[1] > 1 and conv.weight.shape[2] > 1
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert not conv.weight.is_contiguous()
 
 
-def test_bfloat16_precision_trains_close_to_float32(mnist):
+def test_bfloat16_precision_runs_in_bfloat16_and_trains_close_to_float32(mnist):
+    """bf16 is really used: the same weights give different (close) codes under it, and
+    its training differs from float32's; its quality stays close.
+
+    Mutation checked: ``_PRECISIONS["bfloat16"] = None`` (precision ignored) makes
+    the codes and the trained weights bit-identical to float32's and fails.
+    """
     images, _ = mnist
     params = {"max_epochs": 2, "batch_size": 32, "lr": 3e-3, "random_state": 0}
     fp32 = ConvAutoencoderTransformer(**params).fit(images[:1000])
     bf16 = ConvAutoencoderTransformer(**params, precision="bfloat16").fit(images[:1000])
     assert bf16.transform(images[:5]).dtype == np.float32
+    codes32 = fp32.transform(images[:200])
+    fp32.net_.precision = "bfloat16"  # the same weights, run under bf16 autocast
+    codes16 = fp32.transform(images[:200])
+    fp32.net_.precision = "float32"
+    assert not np.array_equal(codes16, codes32)
+    # bf16 keeps 8 bits of mantissa: relative errors of order 2**-8, not 1e-7.
+    error = np.abs(codes16 - codes32).max() / np.abs(codes32).max()
+    assert 1e-5 < error < 0.05
+    weight32, weight16 = fp32.net_.module_.encoder[0].weight, bf16.net_.module_.encoder[0].weight
+    assert weight16.dtype == torch.float32 and not torch.equal(weight16, weight32)
     mse32, mse16 = -fp32.score(images[9000:]), -bf16.score(images[9000:])
     assert abs(mse16 - mse32) < 0.15 * mse32
 

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_sample_images
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.datasets import load_digits, load_sample_images
+from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from skconvae import ConvAutoencoderTransformer
+from skconvae._data import HoldoutSplit, ImageBatches
 
 from .conftest import FAST
 
@@ -293,7 +294,11 @@ def test_scaling_modes_reconstruct_in_input_units(digits, scaling):
     assert ae.net_.module_.output_activation == activation
     if scaling is not None:
         assert -0.01 <= recon.min() and recon.max() <= 16.01
-    assert -ae.score(X) < np.var(X)
+    # Trained, not just initialised: well below the same network before training
+    # (measured 0.53-0.70 of it; an untrained network scores about np.var(X)).
+    # Mutation checked (for this and the tests below): a fit that skips training
+    # (``partial_fit`` replaced by ``initialize``) fails.
+    assert -ae.score(X) < 0.85 * -_untrained(scaling=scaling, filters=(8, 4)).score(X)
 
 
 def test_bce_loss_trains(digits):
@@ -302,6 +307,17 @@ def test_bce_loss_trains(digits):
     ae.fit(X)
     losses = ae.net_.history[:, "train_loss"]
     assert losses[-1] < losses[0]
+    # Measured 0.30 of the untrained network's error.
+    untrained = _untrained(filters=(8, 8), loss="bce", batch_size=64)
+    assert -ae.score(X) < 0.5 * -untrained.score(X)
+
+
+def _untrained(**params):
+    """The network as initialised: one epoch of SGD at a learning rate of 1e-12."""
+    X = load_digits().data
+    return ConvAutoencoderTransformer(
+        **params, max_epochs=1, optimizer="sgd", lr=1e-12, random_state=0
+    ).fit(X)
 
 
 # -- training controls --------------------------------------------------------------------
@@ -334,20 +350,31 @@ def test_silent_by_default_and_verbose_prints_table(digits, capsys):
 
 
 def test_early_stopping_holds_out_and_keeps_best(digits):
+    """The model kept is the best epoch's: its loss on the held-out samples is the
+    best recorded validation loss, not the last epoch's.
+
+    Mutation checked: ``EarlyStopping(load_best=False)`` in ``_base.py`` keeps the
+    last epoch's weights, whose held-out loss is the last recorded one, and fails.
+    """
     X, _ = digits
     ae = ConvAutoencoderTransformer(
         **{**FAST, "max_epochs": 30}, early_stopping=True, n_iter_no_change=2, lr=0.05
     ).fit(X)
     history = ae.net_.history
-    valid = history[:, "valid_loss"]
-    assert len(valid) <= 30
+    valid = np.array(history[:, "valid_loss"])
     batches = history[-1, "batches"]
     n_valid = sum(b.get("valid_batch_size", 0) for b in batches)
     n_train = sum(b.get("train_batch_size", 0) for b in batches)
     assert (n_train, n_valid) == (len(X) - 180, 180)
-    if len(valid) < 30:
-        # Stopped early: the best epoch is n_iter_no_change before the end.
-        assert np.argmin(valid) == len(valid) - 3
+    # Stopped early: the best epoch is n_iter_no_change before the end, and worse ones follow.
+    assert len(valid) < 30
+    assert np.argmin(valid) == len(valid) - 3 and valid[-1] > valid.min() * (1 + 1e-3)
+    # The held-out samples, as the split drew them; their loss in the network's units
+    # (minmax scaling of 0..16) is that of the weights kept.
+    _, held_out = HoldoutSplit(0.1, FAST["random_state"])(ImageBatches(torch.from_numpy(X)))
+    images = held_out.X.numpy()
+    loss = np.mean((ae.reconstruct(images).astype(np.float64) - images) ** 2) / 16**2
+    assert loss == pytest.approx(valid.min(), rel=1e-4)
 
 
 def test_warm_start_continues_training(digits):
@@ -452,14 +479,26 @@ def test_pipeline_with_svc_classifies_digits(digits):
     )
     pipe.fit(X[:1200], y[:1200])
     assert pipe.score(X[1200:], y[1200:]) > 0.8
+    # Accuracy alone cannot tell a trained network: random conv features classify
+    # digits as well (0.93 both, measured). The autoencoder in the pipeline was trained
+    # (measured 0.34 of the untrained network's error).
+    untrained = _untrained()
+    assert -pipe["ae"].score(X[1200:]) < 0.8 * -untrained.score(X[1200:])
 
 
 def test_cross_val_score(digits):
     X, y = digits
-    pipe = Pipeline([("ae", ConvAutoencoderTransformer(**FAST)), ("clf", SVC())])
-    scores = cross_val_score(pipe, X, y, cv=3)
-    assert scores.shape == (3,)
-    assert scores.min() > 0.5
+    # lr=0.01: FAST's two epochs at the default rate leave the network at 0.99 of its
+    # initial error, which SVC accuracy cannot tell from a trained one.
+    pipe = Pipeline([("ae", ConvAutoencoderTransformer(**FAST, lr=0.01)), ("clf", SVC())])
+    scores = cross_validate(pipe, X, y, cv=3, return_estimator=True)
+    assert scores["test_score"].shape == (3,)
+    assert scores["test_score"].min() > 0.5
+    # Each fold's autoencoder was trained (accuracy alone would pass an untrained one):
+    # measured 0.57-0.60 of the untrained network's error.
+    untrained = -_untrained(filters=FAST["filters"], batch_size=64).score(X)
+    for fold in scores["estimator"]:
+        assert -fold["ae"].score(X) < 0.75 * untrained
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
