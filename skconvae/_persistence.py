@@ -870,7 +870,9 @@ class _Decoder:
             _check_weights(meta_module.state_dict(), weights, path)
             channels = module_kwargs.get("in_channels")
             size = tuple(module_kwargs.get("input_size", ()))
-            meta_module(torch.empty((1, channels, *size)))
+            # In eval mode, as inference runs it: batch norm refuses one value per channel
+            # in training mode.
+            meta_module.eval()(torch.empty((1, channels, *size)))
         return _NetRecipe(
             module_cls, module_kwargs, criterion_cls, criterion_kwargs, net_kwargs, weights,
             meta_module,
