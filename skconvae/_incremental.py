@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 import warnings
 
 import torch
@@ -67,8 +68,18 @@ def warn_out_of_range(what: str, low, high, stats, fix: str) -> bool:
     """Warn if a chunk's values leave the fitted range; True if they do."""
     message = out_of_range_message(what, low, high, stats.min, stats.max, fix)
     if message is not None:
-        warnings.warn(message, UserWarning, stacklevel=4)
+        warnings.warn(message, UserWarning, stacklevel=_caller_outside())
     return message is not None
+
+
+def _caller_outside() -> int:
+    """``stacklevel`` of the first frame outside skconvae and scikit-learn's wrappers."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(
+        ("skconvae.", "sklearn.")
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def for_chunks(net):

@@ -154,6 +154,16 @@ class ArraySource:
         rows = index if self.rows is None else self.rows[index]
         return self._with_rows(rows)
 
+    def attach_targets(self, targets, target_layout, estimator_name: str) -> TrainingImages:
+        """Read ``targets`` (same length, sliceable) with the inputs; one pass checks
+        they are finite and computes their statistics."""
+        self.targets, self.target_layout = targets, target_layout
+        stats = ChannelStats()
+        for _, block in self.blocks(inputs=False):
+            assert_all_finite(block, input_name="y", estimator_name=estimator_name)
+            stats.update(block)
+        return TrainingImages(None, target_layout, stats, np.dtype(targets.dtype), None, self)
+
     def _with_rows(self, rows) -> ArraySource:
         source = type(self)(self.inputs, self.layout, self.targets, self.target_layout, rows)
         source.clip, source.target_clip = self.clip, self.target_clip
@@ -184,9 +194,13 @@ class ArraySource:
 
     # -- passes over all of it -----------------------------------------------------
 
-    def blocks(self):
+    def blocks(self, inputs: bool = True):
         """Yield ``(inputs, targets)`` ``(n, C, H, W)`` NumPy blocks covering the source in
-        order (targets None without targets), a bounded number of bytes at a time."""
+        order (targets None without targets), a bounded number of bytes at a time;
+        ``inputs=False`` reads only the targets (inputs None)."""
+        if not inputs:
+            yield from self._target_blocks()
+            return
         n = len(self)
         row_bytes = max(1, self.layout.n_features * np.dtype(self.inputs.dtype).itemsize)
         step = max(1, min(_SCAN_ROWS, _SCAN_BYTES // row_bytes))
@@ -205,6 +219,14 @@ class ArraySource:
                 _to_nchw(inputs, self.layout, None),
                 None if targets is None else _to_nchw(targets, self.target_layout, None),
             )
+
+    def _target_blocks(self):
+        n = len(self.targets)
+        row_bytes = max(1, self.target_layout.n_features * np.dtype(self.targets.dtype).itemsize)
+        step = max(1, min(_SCAN_ROWS, _SCAN_BYTES // row_bytes))
+        for start in range(0, n, step):
+            block = _read_rows(self.targets, slice(start, min(start + step, n)))
+            yield None, _to_nchw(block, self.target_layout, None)
 
     def scan(self, estimator_name: str) -> tuple[ChannelStats, ChannelStats | None]:
         """One pass: per-channel statistics of inputs (and targets), and the check that
@@ -249,8 +271,6 @@ class BlockedSource(ArraySource):
     """
 
     def __init__(self, inputs, layout, targets=None, target_layout=None, rows=None):
-        if targets is not None and targets.chunks[0] != inputs.chunks[0]:
-            targets = targets.rechunk({0: inputs.chunks[0]})
         super().__init__(inputs, layout, targets, target_layout, rows)
         self.bounds = np.concatenate([[0], np.cumsum(inputs.chunks[0])])
         self._cache: dict = {}
@@ -286,6 +306,12 @@ class BlockedSource(ArraySource):
             return self._block(0)[0][:0], None
         return np.concatenate(inputs), None if self.targets is None else np.concatenate(targets)
 
+    def attach_targets(self, targets, target_layout, estimator_name: str) -> TrainingImages:
+        if is_blocked(targets) and targets.chunks[0] != self.inputs.chunks[0]:
+            targets = targets.rechunk({0: self.inputs.chunks[0]})
+        self._cache.clear()
+        return super().attach_targets(targets, target_layout, estimator_name)
+
     def _block(self, b: int):
         if b not in self._cache:
             import dask
@@ -293,16 +319,20 @@ class BlockedSource(ArraySource):
             if self.targets is None:
                 (x,) = dask.compute(self.inputs.blocks[b])
                 y = None
-            else:
+            elif is_blocked(self.targets):
                 x, y = dask.compute(self.inputs.blocks[b], self.targets.blocks[b])
+            else:
+                (x,) = dask.compute(self.inputs.blocks[b])
+                y = _read_rows(self.targets, slice(self.bounds[b], self.bounds[b + 1]))
             if len(self._cache) >= 2:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[b] = (np.asarray(x), None if y is None else np.asarray(y))
+        self._cache[b] = self._cache.pop(b)  # most recently used last
         return self._cache[b]
 
-    def blocks(self):
-        if self.rows is not None:
-            yield from super().blocks()
+    def blocks(self, inputs: bool = True):
+        if self.rows is not None or not inputs:
+            yield from super().blocks(inputs)
             return
         for b in range(len(self.bounds) - 1):
             x, y = self._block(b)
@@ -333,6 +363,9 @@ class TrainingImages:
         The input's dtype.
     images : ndarray or None
         The ``(N, C, H, W)`` images when they are in memory.
+    target_of : ArraySource or None
+        For streamed targets: the source that reads them with its inputs (``data``
+        is then None; the net gets the targets from that source).
     """
 
     data: object
@@ -340,10 +373,13 @@ class TrainingImages:
     stats: ChannelStats
     dtype: np.dtype
     images: np.ndarray | None = None
+    target_of: ArraySource | None = None
 
     def clip(self, low: np.ndarray, high: np.ndarray) -> None:
-        """Clip the training inputs to per-channel ``[low, high]``."""
-        if self.images is None:
+        """Clip these training images to per-channel ``[low, high]``."""
+        if self.target_of is not None:
+            self.target_of.target_clip = (low, high)
+        elif self.images is None:
             self.data.clip = (low, high)
         else:
             self.images = _clip(self.images, low, high)
