@@ -21,6 +21,7 @@ Three sections, each printing a Markdown table ready for the README:
     python benchmarks/bench_out_of_core.py                        # everything (long)
     python benchmarks/bench_out_of_core.py --sizes 300000         # memmap: one size only
     python benchmarks/bench_out_of_core.py --sections dask partial_fit
+    python benchmarks/bench_out_of_core.py --sections dask --dask-images 50000 --rounds 1
     python benchmarks/bench_out_of_core.py --quick                # smoke run
 """
 
@@ -267,6 +268,7 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=["memmap", "partial_fit", "dask"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[300_000, 2_000_000])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dask-images", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -283,7 +285,7 @@ def main() -> None:
         print(section_partial_fit(2 if args.quick else 10, 1000) + "\n", flush=True)
     if "dask" in args.sections:
         print("### Dask transform\n")
-        n = 20_000 if args.quick else 200_000
+        n = 20_000 if args.quick else args.dask_images
         print(section_dask(n, 10_000, 1 if args.quick else rounds), flush=True)
 
 

@@ -49,6 +49,8 @@ class IncrementalFitMixin:
     def _fit_chunk(self, X, y):
         inputs, targets = self._chunk(X, y)
         net = self.net_
+        if net.train_split is not None:  # fitted by fit(early_stopping=True)
+            for_chunks(net).initialize_callbacks()
         # A new shuffling order for every chunk, reproducible with an int random_state.
         seed = (draw_seed(self.random_state) + len(net.history)) % (2**31)
         net.seed = seed

@@ -271,6 +271,7 @@ class ConvAutoencoderRegressor(
                 self.channels,
             )
         if streamed:
+            y = y if hasattr(y, "dtype") else np.asarray(y)
             targets = inputs.data.attach_targets(y, target_layout, type(self).__name__)
         else:
             targets = in_memory_images(target_layout.to_nchw(targets_flat), target_layout)

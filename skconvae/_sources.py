@@ -141,11 +141,10 @@ class ArraySource:
 
     def take(self, index):
         if isinstance(index, slice):
-            rows = np.arange(len(self))[index] if self.rows is not None else None
-            if rows is None:
-                start, stop, _ = index.indices(len(self))
+            start, stop, _ = index.indices(len(self))
+            if self.rows is None:
                 return self._tensors(self._read(slice(start, stop)))
-            return self._take_rows(self.rows[rows])
+            return self._take_rows(self.rows[start:stop])
         index = index.numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         return self._take_rows(index if self.rows is None else self.rows[index])
 

@@ -134,6 +134,15 @@ def test_partial_fit_trains_one_pass_per_call_keeping_optimizer_state(digits):
     assert model.code_density_.means_.shape == (10, 8)
 
 
+def test_partial_fit_after_fit_with_early_stopping_trains_on_the_whole_chunk(digits):
+    X = digits[0]
+    model = ConvAutoencoderTransformer(**DENSE, early_stopping=True).fit(X)
+    model.partial_fit(X[:640])
+    last = model.net_.history[-1]
+    assert len(model.net_.history) == 3 and "valid_loss" not in last
+    assert sum(b["train_batch_size"] for b in last["batches"]) == 640
+
+
 def test_partial_fit_scaling_rule(digits):
     X = digits[0]
     as_uint8 = ConvAutoencoderTransformer(**DENSE).partial_fit((X[:500] * 8).astype(np.uint8))
