@@ -357,6 +357,7 @@ class ConvAutoencoderRegressor(
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Input images in the layout used at ``fit``.
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------

@@ -452,6 +452,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Images in the layout used at ``fit`` (or flattened rows of them).
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -468,6 +469,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features_out)
             Codes, as returned by :meth:`transform`.
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -514,6 +516,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Images in the layout used at ``fit`` (or flattened rows of them).
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -533,6 +536,7 @@ class ConvAutoencoderTransformer(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
