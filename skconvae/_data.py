@@ -47,20 +47,31 @@ class ImageBatches:
     def subset(self, index: torch.Tensor) -> ImageBatches:
         return ImageBatches(self.X[index], None if self.y is None else self.y[index])
 
+    def shuffled_order(self, generator=None) -> torch.Tensor:
+        """A random permutation of the samples, on the device that holds them."""
+        order = torch.randperm(len(self), generator=generator, device="cpu")
+        return order.to(self.X.device)
+
+    def take(self, index):
+        """The batch ``(X, y)`` at ``index`` (a slice or a tensor of positions)."""
+        return self.X[index], None if self.y is None else self.y[index]
+
 
 class BatchIterator:
-    """Iterate over ``(X_batch, y_batch)`` pairs, reshuffled on every pass.
+    """Iterate over ``(X_batch, y_batch)`` pairs of a batch source, reshuffled on every pass.
 
     Parameters
     ----------
-    dataset : ImageBatches
+    dataset : batch source
+        ``ImageBatches`` or any source of ``skconvae._sources`` (see there for the
+        interface: ``len``, ``shuffled_order``, ``take``, ``subset``).
     batch_size : int
     shuffle : bool
     generator : torch.Generator or None
         Source of the permutations, so that training is reproducible.
     """
 
-    def __init__(self, dataset: ImageBatches, batch_size: int, shuffle: bool, generator=None):
+    def __init__(self, dataset, batch_size: int, shuffle: bool, generator=None):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -71,16 +82,13 @@ class BatchIterator:
 
     def __iter__(self):
         n = len(self.dataset)
-        X, y = self.dataset.X, self.dataset.y
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device="cpu").to(X.device)
+            order = self.dataset.shuffled_order(self.generator)
             for start in range(0, n, self.batch_size):
-                index = order[start : start + self.batch_size]
-                yield X[index], None if y is None else y[index]
+                yield self.dataset.take(order[start : start + self.batch_size])
         else:
             for start in range(0, n, self.batch_size):
-                stop = start + self.batch_size
-                yield X[start:stop], None if y is None else y[start:stop]
+                yield self.dataset.take(slice(start, start + self.batch_size))
 
 
 class HoldoutSplit:
@@ -99,7 +107,7 @@ class HoldoutSplit:
         self.fraction = fraction
         self.seed = seed
 
-    def __call__(self, dataset: ImageBatches, y=None, **kwargs):
+    def __call__(self, dataset, y=None, **kwargs):
         n = len(dataset)
         if n < 2:
             raise ValueError(

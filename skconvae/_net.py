@@ -159,8 +159,8 @@ class AutoencoderNet(NeuralNet):
         )
 
     def get_dataset(self, X, y=None):
-        if isinstance(X, ImageBatches):
-            return X
+        if hasattr(X, "take") and hasattr(X, "shuffled_order"):
+            return X  # a batch source (see skconvae._sources)
         return ImageBatches(self._stage(X), None if y is None else self._stage(y))
 
     def get_iterator(self, dataset, training=False):

@@ -13,7 +13,6 @@ from sklearn.utils.validation import (
     check_array,
     check_consistent_length,
     check_is_fitted,
-    validate_data,
 )
 
 from ._base import (
@@ -24,13 +23,15 @@ from ._base import (
     skorch_training_kwargs,
     validate_images,
 )
-from ._data import as_compact_tensor
+from ._dask import accepts_dask
 from ._image_networks import ImageToImageNet, ResidualImageNet
-from ._layout import flatten_samples, infer_layout, infer_target_layout
+from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
+from ._layout import check_sample_shape, flatten_samples, infer_target_layout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ReconstructionLoss
 from ._persistence import PersistenceMixin
-from ._scaling import channel_extremes, fit_scaling
+from ._scaling import fit_scaling, incremental_range
+from ._sources import in_memory_images, load_training_images
 from ._utils import draw_seed, resolve_device, restore_on_error
 
 NETWORKS = {"resnet": ResidualImageNet, "unet": ImageToImageNet}
@@ -38,8 +39,16 @@ NETWORKS = {"resnet": ResidualImageNet, "unet": ImageToImageNet}
 DEFAULT_FILTERS = {"resnet": (32, 32, 32, 32), "unet": (32, 64)}
 DEFAULT_EPOCHS = 10
 
+# How to avoid clipping when data comes in chunks.
+_RANGE_FIX = (
+    "Start partial_fit with a chunk that spans the data's full range, or pass 8- or "
+    "16-bit integer images, whose scaling uses the dtype's range."
+)
 
-class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
+
+class ConvAutoencoderRegressor(
+    IncrementalFitMixin, PersistenceMixin, RegressorMixin, BaseEstimator
+):
     """Image-to-image regression with a convolutional network: denoising, super-resolution.
 
     ``fit(X, y)`` learns to map images ``X`` to paired images ``y``: noisy to
@@ -210,6 +219,8 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             Input images (flat rows, ``(N, H, W)`` or 4-D with channels).
         y : array-like of shape (n_samples, n_target_features) or N-D images
             Target images, the same size as ``X``'s or larger by an integer factor.
+            When ``X`` is a memory-mapped array, another sliceable array-like or a
+            Dask array, ``X`` and ``y`` are streamed, never loaded whole.
 
         Returns
         -------
@@ -219,21 +230,107 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
             self._fit(X, y)
         return self
 
-    def _fit(self, X, y):
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """Train one pass over a chunk of image pairs, for data that comes in chunks.
+
+        The first call (on an unfitted regressor) sets up layouts, scaling and
+        network from the chunk; later calls check it against them and train one
+        more pass, keeping the optimizer's state. Scaling maps from the full range
+        of 8- and 16-bit integer dtypes (0..255 for uint8), else from the first
+        chunk's per-channel extremes; values of later chunks outside it are
+        clipped to it, with a ``UserWarning``. ``max_epochs`` and early stopping
+        do not apply. A call that fails leaves the regressor as it was.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+            A chunk of input images, as for :meth:`fit`.
+        y : array-like of shape (n_samples, n_target_features) or N-D images
+            The chunk's target images.
+
+        Returns
+        -------
+        self : ConvAutoencoderRegressor
+            The regressor, trained one more pass.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderRegressor
+        >>> clean = (load_digits().images * 15).astype(np.uint8)      # 0..240
+        >>> noisy = np.clip(clean + np.random.default_rng(0).normal(0, 40, clean.shape), 0, 255)
+        >>> model = ConvAutoencoderRegressor(filters=(8, 16), random_state=0)
+        >>> for start in range(0, 1797, 600):
+        ...     chunk = slice(start, start + 600)
+        ...     model = model.partial_fit(noisy[chunk].astype(np.uint8), clean[chunk])
+        >>> model.predict(noisy[:2].astype(np.uint8)).shape
+        (2, 8, 8)
+        """
+        return self._partial_fit(X, y)
+
+    def _training_pairs(self, X, y, fitted: bool):
+        """Inputs and targets as ``TrainingImages`` (streamed together when X streams)."""
+        layout = self._layout if fitted else None
+        inputs = load_training_images(self, X, layout, self.image_shape, self.channels)
+        if y is None:
+            _validate_targets(y)
+        streamed = inputs.images is None
+        head = y[:1] if streamed else y
+        head = head.compute() if hasattr(head, "compute") else head
+        targets_flat, target_sample_shape = _validate_targets(head)
+        if streamed:
+            check_consistent_length(np.empty(len(X)), np.empty(len(y)))
+        else:
+            check_consistent_length(inputs.images, targets_flat)
+        if fitted:
+            target_layout, scale = self._target_layout, self.scale_
+            check_sample_shape(target_layout, target_sample_shape)
+            if targets_flat.shape[1] != target_layout.n_features:
+                raise ValueError(
+                    f"y has {targets_flat.shape[1]} features per sample, but this regressor "
+                    f"was fitted on targets of {target_layout.n_features}. Pass targets of "
+                    "the fitted size and layout."
+                )
+        else:
+            target_layout, scale = infer_target_layout(
+                inputs.layout,
+                target_sample_shape or targets_flat.shape[1:],
+                self.target_shape,
+                self.channels,
+            )
+        if streamed:
+            y = y if hasattr(y, "dtype") else np.asarray(y)
+            targets = inputs.data.attach_targets(y, target_layout, type(self).__name__)
+        else:
+            targets = in_memory_images(target_layout.to_nchw(targets_flat), target_layout)
+        return inputs, targets, scale
+
+    def _chunk(self, X, y):
+        """A later ``partial_fit`` chunk, checked against the fitted layouts and ranges."""
+        inputs, targets, _ = self._training_pairs(X, y, fitted=True)
+        if self.scaling is not None:
+            for what, data, (low, high) in (
+                ("This chunk's X", inputs, self._input_range),
+                ("This chunk's y", targets, (self.target_min_, self.target_max_)),
+            ):
+                if warn_out_of_range(what, low, high, data.stats, _RANGE_FIX):
+                    data.clip(low, high)
+        return inputs, targets
+
+    def _fit(self, X, y, incremental=False):
         filters = check_filters(
             DEFAULT_FILTERS[self.network] if self.filters is None else self.filters
         )
-        flat, sample_shape = flatten_samples(X)
-        flat = validate_data(self, flat, reset=True, dtype="numeric")
-        layout = infer_layout(sample_shape or flat.shape[1:], self.image_shape, self.channels)
-        targets_flat, target_sample_shape = _validate_targets(y)
-        check_consistent_length(flat, targets_flat)
-        target_layout, scale = infer_target_layout(
-            layout, target_sample_shape or targets_flat.shape[1:], self.target_shape, self.channels
-        )
-        images, targets = layout.to_nchw(flat), target_layout.to_nchw(targets_flat)
-        x_scaling = fit_scaling(*channel_extremes(images), self.scaling, self.loss)
-        y_min, y_max = channel_extremes(targets)
+        inputs, targets, scale = self._training_pairs(X, y, fitted=False)
+        layout, target_layout = inputs.layout, targets.layout
+        ranges = []
+        for data in (inputs, targets):
+            dtype = data.dtype if incremental else np.float64  # floats: the data's own range
+            ranges.append(incremental_range(dtype, data.stats.min, data.stats.max))
+        (x_min, x_max), (y_min, y_max) = ranges
+        x_scaling = fit_scaling(x_min, x_max, self.scaling, self.loss)
         y_scaling = fit_scaling(y_min, y_max, self.scaling, self.loss)
         device = resolve_device(self.device)
         seed = draw_seed(self.random_state)
@@ -271,8 +368,10 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
                     **network_kwargs,
                     **training,
                 )
+                if incremental:
+                    for_chunks(net)
                 net.initialize()
-            net.partial_fit(as_compact_tensor(images), as_compact_tensor(targets))
+            net.partial_fit(inputs.data, targets.data, epochs=1 if incremental else None)
 
         self.net_ = net
         self._layout, self._target_layout = layout, target_layout
@@ -280,8 +379,10 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.scale_ = scale
         if not continuing:
             self.target_min_, self.target_max_ = y_min, y_max
+            self._input_range = (x_min, x_max)
         self.device_ = device
 
+    @accepts_dask
     def predict(self, X):
         """Predict target images for ``X``.
 
@@ -294,6 +395,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Input images in the layout used at ``fit``.
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------

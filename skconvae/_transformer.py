@@ -15,7 +15,7 @@ from sklearn.base import (
 from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._auto import Resolved, resolve
 from ._base import (
@@ -26,22 +26,40 @@ from ._base import (
     skorch_training_kwargs,
     validate_images,
 )
-from ._data import as_compact_tensor
-from ._layout import ImageLayout, flatten_samples, infer_layout
+from ._dask import accepts_dask
+from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
+from ._layout import ImageLayout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ConvAutoencoder, ReconstructionLoss
 from ._noise import NOISE_KINDS
 from ._persistence import PersistenceMixin
-from ._scaling import Scaling, channel_extremes, channel_means, fit_scaling, output_bias_for
+from ._scaling import (
+    Scaling,
+    check_data_range,
+    fit_scaling,
+    incremental_range,
+    output_bias_for,
+)
+from ._sources import load_training_images
 from ._utils import draw_seed, resolve_device, restore_on_error
 
 # Mixture components of the code density behind ``sample`` (one per digit class on
 # MNIST-like data; more cost time and overfit small training sets).
 _N_DENSITY_COMPONENTS = 10
+# Codes the density is fitted on when the training data is streamed (a random subset).
+_N_DENSITY_SAMPLES = 20_000
+_RANGE_FIX = (
+    "Pass data_range=(low, high) covering all the data, or start partial_fit with a chunk "
+    "that spans the data's full range."
+)
 
 
 class ConvAutoencoderTransformer(
-    PersistenceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+    IncrementalFitMixin,
+    PersistenceMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    BaseEstimator,
 ):
     """Convolutional autoencoder as a scikit-learn transformer.
 
@@ -109,6 +127,12 @@ class ConvAutoencoderTransformer(
         learned at ``fit`` (sigmoid output); ``"symmetric"`` maps to [-1, 1]
         (tanh output); ``None`` trains on the data as it is (linear output, or
         sigmoid with ``loss="bce"``).
+    data_range : tuple of float or None, default=None
+        ``(low, high)``, the range of values the data can take, which ``scaling``
+        then maps from in every channel (values outside it are clipped, with a
+        warning). ``None``: ``fit`` uses each channel's minimum and maximum; the
+        first ``partial_fit`` call uses the full range of 8- and 16-bit integer
+        dtypes (0..255 for uint8), else its chunk's extremes.
     noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
         Denoising training: corrupt the training inputs (never the targets, which
         stay the clean images) with Gaussian noise of standard deviation
@@ -194,7 +218,8 @@ class ConvAutoencoderTransformer(
     max_epochs_ : int
         The number of epochs of the last ``fit`` (``max_epochs`` resolved).
     data_min_, data_max_ : ndarray of shape (channels,)
-        Per-channel extremes of the training data, used by ``scaling``.
+        Per-channel range that ``scaling`` maps from: the training data's extremes,
+        or ``data_range``, or the rule of the first ``partial_fit`` call.
     device_ : str
         The device the network was trained on.
     n_features_in_ : int
@@ -233,6 +258,7 @@ class ConvAutoencoderTransformer(
         "max_epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "lr_schedule": [StrOptions({"cosine", "constant"})],
         "scaling": [None, StrOptions({"minmax", "symmetric"})],
+        "data_range": [None, tuple, list],
         "noise": [None, StrOptions(set(NOISE_KINDS))],
         "noise_level": [Interval(Real, 0, None, closed="left")],
         "variational": ["boolean"],
@@ -250,6 +276,7 @@ class ConvAutoencoderTransformer(
         latent_dim="auto",
         loss="auto",
         scaling="minmax",
+        data_range=None,
         noise=None,
         noise_level=0.2,
         variational=False,
@@ -278,6 +305,7 @@ class ConvAutoencoderTransformer(
         self.latent_dim = latent_dim
         self.loss = loss
         self.scaling = scaling
+        self.data_range = data_range
         self.noise = noise
         self.noise_level = noise_level
         self.variational = variational
@@ -310,6 +338,10 @@ class ConvAutoencoderTransformer(
                 or 4-D images
             Training images: flat rows (ndarray or DataFrame), grey images, or
             images with channels (see ``channels``). Any numeric dtype.
+            Memory-mapped arrays (``np.memmap``), other sliceable array-likes
+            (``h5py``/``zarr`` datasets) and Dask arrays are streamed: read in
+            shuffled mini-batches, never loaded whole (the code density behind
+            :meth:`sample` is then fitted on 20,000 random training images).
         y : None
             Ignored; accepted so the transformer can sit before a classifier.
 
@@ -322,15 +354,56 @@ class ConvAutoencoderTransformer(
             self._fit(X)
         return self
 
-    def _fit(self, X):
-        flat, sample_shape = flatten_samples(X)
-        flat = validate_data(self, flat, reset=True, dtype="numeric")
-        layout = infer_layout(sample_shape or flat.shape[1:], self.image_shape, self.channels)
-        auto = resolve(self, network_input_size(layout), flat.shape[1], flat.shape[0])
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Train one pass over a chunk of images, for data that comes in chunks.
+
+        The first call (on an unfitted transformer) sets up the image layout,
+        the scaling and the network from ``X``; later calls check ``X`` against
+        them (the errors of :meth:`transform`) and train one more pass, keeping
+        the optimizer's state. The scaling's range is ``data_range`` when set,
+        else the full range of 8- and 16-bit integer dtypes (0..255 for uint8),
+        else the first chunk's per-channel extremes; values of later chunks
+        outside it are clipped to it, with a ``UserWarning``. ``max_epochs`` and
+        early stopping do not apply. A call that fails leaves the transformer as
+        it was.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or N-D images
+            A chunk of training images, as for :meth:`fit`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ConvAutoencoderTransformer
+            The transformer, trained one more pass.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(latent_dim=8, data_range=(0, 16), random_state=0)
+        >>> for chunk in (X[:900], X[900:]):
+        ...     ae = ae.partial_fit(chunk)
+        >>> ae.transform(X[:2]).shape
+        (2, 8)
+        """
+        return self._partial_fit(X)
+
+    def _fit(self, X, y=None, incremental=False):
+        data_range = check_data_range(self.data_range)
+        data = load_training_images(self, X, None, self.image_shape, self.channels)
+        layout, stats = data.layout, data.stats
+        auto = resolve(self, network_input_size(layout), layout.n_features, len(data.data))
         filters = check_filters(auto.filters)
         self._check_generative_params(auto.latent_dim)
-        images = layout.to_nchw(flat)
-        data_min, data_max = channel_extremes(images)
+        dtype = data.dtype if incremental else np.float64  # floats: the data's own range
+        data_min, data_max = incremental_range(dtype, stats.min, stats.max, data_range)
+        if warn_out_of_range("X", data_min, data_max, stats, _RANGE_FIX):
+            data.clip(data_min, data_max)
         scaling = fit_scaling(data_min, data_max, self.scaling, auto.loss)
         device = resolve_device(self.device)
         seed = draw_seed(self.random_state)
@@ -342,11 +415,12 @@ class ConvAutoencoderTransformer(
             if continuing:
                 net = continue_training(self.net_, self, seed, auto.max_epochs)
             else:
-                net = self._build_net(layout, filters, auto, scaling, images, device, seed)
+                net = self._build_net(layout, filters, auto, scaling, stats.mean, device, seed)
+                if incremental:
+                    for_chunks(net)
                 net.initialize()
-            net.partial_fit(as_compact_tensor(images))
-            codes = _standardize_codes(net, images)
-            density = self._fit_code_density(net.module_.latent_dim, codes, seed)
+            net.partial_fit(data.data, epochs=1 if incremental else None)
+            density = self._fit_code_density(net, data, seed)
 
         self.net_ = net
         self.code_density_ = density
@@ -374,9 +448,27 @@ class ConvAutoencoderTransformer(
                 f"lie in [0, 1]; got noise_level={self.noise_level}."
             )
 
-    def _fit_code_density(self, latent_dim, codes, seed):
-        """Gaussian mixture over the training codes, for :meth:`sample` (dense codes only)."""
-        if latent_dim is None or self.variational:
+    def _chunk(self, X, y=None):
+        """A later ``partial_fit`` chunk, checked against the fitted layout and range."""
+        data = load_training_images(self, X, self._layout)
+        if (self.scaling is not None or self.loss == "bce") and warn_out_of_range(
+            "This chunk", self.data_min_, self.data_max_, data.stats, _RANGE_FIX
+        ):
+            data.clip(self.data_min_, self.data_max_)
+        return data, None
+
+    def _after_chunk(self, net, inputs, seed):
+        self.code_density_ = self._fit_code_density(net, inputs, seed)
+
+    def _fit_code_density(self, net, data, seed):
+        """Set the code statistics (``standardize_code``) and fit the Gaussian mixture
+        over the training codes behind :meth:`sample` (dense codes only).
+
+        Both come from the codes of all in-memory training images, or of at most
+        20,000 random images of streamed data (or of the chunk, for ``partial_fit``).
+        """
+        codes = _standardize_codes(net, data.density_sample(_N_DENSITY_SAMPLES, seed))
+        if net.module_.latent_dim is None or self.variational:
             return None
         n_components = min(_N_DENSITY_COMPONENTS, len(codes))
         return GaussianMixture(
@@ -389,7 +481,7 @@ class ConvAutoencoderTransformer(
         filters,
         auto: Resolved,
         scaling: Scaling,
-        images,
+        data_mean,
         device: str,
         seed: int,
     ):
@@ -404,7 +496,7 @@ class ConvAutoencoderTransformer(
             module__input_shift=scaling.shift.tolist(),
             module__input_scale=scaling.scale.tolist(),
             module__variational=self.variational,
-            module__output_bias=output_bias_for(scaling, channel_means(images)),
+            module__output_bias=output_bias_for(scaling, data_mean),
             module__decoder_filters=auto.decoder_filters,
             module__batch_norm=auto.batch_norm,
             module__standardize_code=auto.standardize_code,
@@ -423,6 +515,7 @@ class ConvAutoencoderTransformer(
     def _validate_images(self, X) -> np.ndarray:
         return validate_images(self, X, getattr(self, "_layout", None))
 
+    @accepts_dask
     def transform(self, X):
         """Encode ``X`` into the autoencoder's code.
 
@@ -430,6 +523,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Images in the layout used at ``fit`` (or flattened rows of them).
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -438,6 +532,7 @@ class ConvAutoencoderTransformer(
         images = self._validate_images(X)
         return self.net_.encode(images)
 
+    @accepts_dask
     def inverse_transform(self, X):
         """Decode codes back to images in the units and layout of the training data.
 
@@ -445,6 +540,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features_out)
             Codes, as returned by :meth:`transform`.
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -481,6 +577,7 @@ class ConvAutoencoderTransformer(
         images = self._validate_images(X)
         return -float(np.mean(self.net_.reconstruction_errors(images)))
 
+    @accepts_dask
     def reconstruct(self, X):
         """Reconstruct ``X``: ``inverse_transform(transform(X))`` in one pass.
 
@@ -490,6 +587,7 @@ class ConvAutoencoderTransformer(
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
             Images in the layout used at ``fit`` (or flattened rows of them).
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
@@ -499,6 +597,7 @@ class ConvAutoencoderTransformer(
         images = self._validate_images(X)
         return self._layout.from_nchw(self.net_.reconstruct(images))
 
+    @accepts_dask
     def score_samples(self, X):
         """Negative per-sample mean squared reconstruction error, in the units of ``X``.
 
@@ -508,6 +607,7 @@ class ConvAutoencoderTransformer(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or N-D images
+            A Dask array chunked along samples gives a lazy Dask array.
 
         Returns
         -------
