@@ -1,16 +1,29 @@
-"""Training and encoding speed of skconvae beside hand-written PyTorch, plain skorch and Keras.
+"""Inference and training speed of skconvae beside hand-written PyTorch, plain skorch and Keras.
 
-Every entry trains the same classic network (Conv(16)-MaxPool-Conv(8) /
-Conv(8)-Upsample-Conv(1), 3x3, same padding, sigmoid output, BCE, Adam 1e-3,
-batch 128) on the same 8000 MNIST images and encodes them. Each measurement runs in
-a fresh subprocess, so peak RSS is per entry; rounds interleave the entries and the
-report gives medians over rounds. The first epoch of each process (warm-up) is not
-counted.
+Sections (``--sections``, all CPU ones by default):
 
-    python benchmarks/bench_speed.py                     # all sections (about 10 minutes)
-    python benchmarks/bench_speed.py --sections memmap   # 1,000,000 memmapped images only
-    python benchmarks/bench_speed.py --quick             # smoke run
-    python benchmarks/bench_speed.py --sections gpu      # GPU section (skipped without CUDA)
+- ``allocator``: the classic encoder alone, one thread, per batch size: images per
+  CPU-second, page faults and the kernel's share of CPU time, with glibc's default
+  allocator settings and with it told never to return memory to the system.
+- ``inference``: the classic network (``CLASSIC`` below) and a ``latent_dim=32`` one,
+  each fitted for one epoch on 8000 MNIST images, then ``transform`` (encode),
+  ``inverse_transform`` (decode) and ``score_samples`` on all 10,000 beside a
+  hand-written loop that calls the same module, swept over batch sizes 32..2048 for
+  both; skconvae's own choice of batch size is timed after its one-time measurement.
+  One process per network; rounds interleave everything and the tables give medians.
+- ``train``: every entry trains the classic network (BCE, Adam 1e-3, batch 128) on the
+  same 8000 images, each in a fresh process, rounds interleaved; the first epoch of
+  each process (warm-up) is not counted.
+- ``compile``: ``fit`` and ``transform`` with ``compile=True`` beside eager, in fresh
+  processes.
+- ``memmap``: 1,000,000 uint8 28x28 images read from an ``np.memmap``; peak RSS.
+- ``gpu``: train and encode on CUDA (skipped without a GPU).
+
+Every section prints the machine's load average beside its numbers.
+
+    python benchmarks/bench_speed.py --rounds 5                   # CPU sections
+    python benchmarks/bench_speed.py --sections inference --quick  # smoke run
+    python benchmarks/bench_speed.py --sections gpu               # needs CUDA
 """
 
 from __future__ import annotations
@@ -33,6 +46,22 @@ from _common import MNIST_PATH as DEFAULT_DATA
 from _common import machine
 
 ENTRIES = ["hand_channels_last", "skconvae", "hand_default", "skorch_plain", "keras_torch"]
+CPU_SECTIONS = ["allocator", "inference", "train", "compile", "memmap"]
+
+# The classic network, pinned here and nowhere else.
+CLASSIC = dict(filters=(16, 8), latent_dim=None, loss="bce")
+NETWORKS = {"classic": CLASSIC, "latent_dim=32": {**CLASSIC, "latent_dim": 32}}
+SWEEP_BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048]
+PASSES = {"encode": "transform", "decode": "inverse_transform", "score": "score_samples"}
+# Keys of the net's measured batch sizes, per pass.
+_CHOOSER_KIND = {"encode": "encode", "decode": "decode", "score": "errors"}
+
+
+CPU_FIELDS = ("ru_utime", "ru_stime")
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def load_images(path: str, n: int) -> np.ndarray:
@@ -131,21 +160,25 @@ def _sync(torch, device):
         torch.cuda.synchronize()
 
 
-def bench_skconvae(images, epochs, batch_size, device, precision):
+def bench_skconvae(images, epochs, batch_size, device, precision, compile=False):
     from skconvae import ConvAutoencoderTransformer
 
     ae = ConvAutoencoderTransformer(
-        loss="bce",
+        **CLASSIC,
         max_epochs=epochs,
         batch_size=batch_size,
         device=device,
         precision=precision,
+        compile=compile,
         random_state=0,
     )
+    start = time.perf_counter()
     ae.fit(images)
+    fit_s = time.perf_counter() - start
     train = list(ae.net_.history[:, "dur"])
+    first = timed_encodes(lambda: ae.transform(images), 1)
     enc = timed_encodes(lambda: ae.transform(images), 3)
-    return train, enc
+    return train, enc, {"fit_s": fit_s, "first_encode_s": first[0]}
 
 
 def bench_skorch_plain(images, epochs, batch_size, device):
@@ -203,12 +236,14 @@ def run_entry(args) -> dict:
     """Run one entry in this process and return its measurements."""
     images = load_images(args.data, args.n_images)
     device, precision, batch = args.device, args.precision, args.batch_size
-    if args.entry == "skconvae":
-        train, enc = bench_skconvae(images, args.epochs, batch, device, precision)
+    extra = {}
+    if args.entry in ("skconvae", "skconvae_compile"):
+        compile = args.entry == "skconvae_compile"
+        train, enc, extra = bench_skconvae(images, args.epochs, batch, device, precision, compile)
     elif args.entry == "hand_channels_last":
-        train, enc = bench_hand(images, args.epochs, batch, device, True, precision, 1024)
+        train, enc = bench_hand(images, args.epochs, batch, device, True, precision, batch)
     elif args.entry == "hand_default":
-        train, enc = bench_hand(images, args.epochs, batch, device, False, precision, 1024)
+        train, enc = bench_hand(images, args.epochs, batch, device, False, precision, batch)
     elif args.entry == "skorch_plain":
         train, enc = bench_skorch_plain(images, args.epochs, batch, device)
     elif args.entry == "keras_torch":
@@ -222,7 +257,348 @@ def run_entry(args) -> dict:
         "encode_s": statistics.median(enc),
         "n_images": len(images),
         "peak_rss_mb": peak_rss_mb(),
+        **extra,
     }
+
+
+def subprocess_entry(
+    args, entry: str, extra: list[str] | None = None, env: dict | None = None
+) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", entry, "--data", args.data]
+    cmd += ["--epochs", str(args.epochs), "--n-images", str(args.n_images)]
+    cmd += ["--device", args.device, "--precision", args.precision]
+    cmd += ["--batch-size", str(args.batch_size), "--rounds", str(args.rounds), *(extra or [])]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        print(f"  {entry}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # User+sys seconds of the whole child process: less sensitive to load than wall time.
+    result["process_cpu_s"] = sum(getattr(after, f) - getattr(before, f) for f in CPU_FIELDS)
+    return result
+
+
+def interleaved(args, entries: list[str], rounds: int) -> dict[str, list[dict]]:
+    """Run every entry once per round in a fresh process, rotating the order."""
+    results: dict[str, list[dict]] = {e: [] for e in entries}
+    for r in range(rounds):
+        order = entries[r % len(entries) :] + entries[: r % len(entries)]
+        for entry in order:
+            res = subprocess_entry(args, entry)
+            if res is not None:
+                results[entry].append(res)
+                print(f"  round {r + 1} {entry}: {res['s_per_epoch']:.3f} s/epoch", file=sys.stderr)
+    return results
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+def train_section(args) -> list[dict]:
+    before = load_average()
+    results = interleaved(args, [e for e in ENTRIES if e in args.entries], args.rounds)
+    rows = [
+        {
+            "entry": entry,
+            "s_per_epoch": median_of(runs, "s_per_epoch"),
+            "process_cpu_s": median_of(runs, "process_cpu_s"),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "n_images": runs[0]["n_images"],
+            "runs": len(runs),
+        }
+        for entry, runs in results.items()
+        if runs
+    ]
+    ref = next((r for r in rows if r["entry"] == "hand_channels_last"), rows[0])
+    print(f"\n### Training, CPU: {args.n_images} MNIST images, batch {args.batch_size}\n")
+    print(f"{args.rounds} rounds; {before} before, {load_average()} after.\n")
+    print(
+        "| implementation | s/epoch (median) | train img/s | time vs hand-written | "
+        "process CPU s | peak RSS (MB) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {LABELS.get(r['entry'], r['entry'])} | {r['s_per_epoch']:.3f} | "
+            f"{r['n_images'] / r['s_per_epoch']:,.0f} | "
+            f"{r['s_per_epoch'] / ref['s_per_epoch']:.2f} | {r['process_cpu_s']:.1f} | "
+            f"{r['peak_rss_mb']:,.0f} |"
+        )
+    return rows
+
+
+LABELS = {
+    "hand_channels_last": "hand-written PyTorch loop, `channels_last`, uint8 data scaled per batch",
+    "skconvae": "**skconvae** `ConvAutoencoderTransformer` (classic network)",
+    "hand_default": "hand-written loop, default memory format",
+    "skorch_plain": "plain skorch `NeuralNet`, default DataLoader",
+    "keras_torch": "Keras 3 on the torch backend, same network",
+    "skconvae_compile": "skconvae, `compile=True`",
+}
+
+
+# -- compile ------------------------------------------------------------------------------
+
+
+def compile_section(args) -> list[dict]:
+    before = load_average()
+    rounds = min(args.rounds, 3)
+    results = interleaved(args, ["skconvae", "skconvae_compile"], rounds)
+    if not all(results.values()):
+        return []
+    rows = []
+    for entry, runs in results.items():
+        n = runs[0]["n_images"]
+        rows.append(
+            {
+                "entry": entry,
+                "fit_s": median_of(runs, "fit_s"),
+                "s_per_epoch": median_of(runs, "s_per_epoch"),
+                "first_encode_s": median_of(runs, "first_encode_s"),
+                "encode_img_s": n / median_of(runs, "encode_s"),
+            }
+        )
+    eager = rows[0]
+    print(f"\n### compile=True, CPU: fit {args.epochs} epochs on {args.n_images} images\n")
+    print(f"{rounds} rounds; {before} before, {load_average()} after.\n")
+    print(
+        "| | fit (s) | fit vs eager | s/epoch | first transform (s) | "
+        "later transform img/s | vs eager |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {LABELS[r['entry']]} | {r['fit_s']:.2f} | {r['fit_s'] / eager['fit_s']:.2f} | "
+            f"{r['s_per_epoch']:.3f} | {r['first_encode_s']:.2f} | {r['encode_img_s']:,.0f} | "
+            f"{r['encode_img_s'] / eager['encode_img_s']:.2f} |"
+        )
+    return rows
+
+
+# -- inference --------------------------------------------------------------------------
+
+
+def hand_loops(module, images: np.ndarray, codes: np.ndarray) -> dict:
+    """Minimal loops calling the fitted module directly: uint8 batch -> scaled float in
+    ``channels_last`` -> module -> preallocated float32 output."""
+    import torch
+
+    data = torch.from_numpy(images).unsqueeze(1)
+    latent = torch.from_numpy(codes)
+    scale, shift = module.input_scale, module.input_shift
+    n, cl = len(images), torch.channels_last
+
+    def to_network(start, batch):
+        x = data[start : start + batch].float()
+        return x, (x * scale + shift).contiguous(memory_format=cl)
+
+    def encode(batch):
+        out = np.empty((n, module.n_features_out), np.float32)
+        with torch.inference_mode():
+            for start in range(0, n, batch):
+                out[start : start + batch] = module.encode(to_network(start, batch)[1]).numpy()
+        return out
+
+    def decode(batch):
+        out = np.empty((n, 1, *images.shape[1:]), np.float32)
+        with torch.inference_mode():
+            for start in range(0, n, batch):
+                y = module.decode(latent[start : start + batch])
+                out[start : start + batch] = ((y - shift) / scale).numpy()
+        return out
+
+    def score(batch):
+        out = np.empty(n, np.float32)
+        with torch.inference_mode():
+            for start in range(0, n, batch):
+                x, xn = to_network(start, batch)
+                y = (module.activate(module.reconstruct_logits(xn)) - shift) / scale
+                out[start : start + batch] = -(y - x).square().flatten(1).mean(1).numpy()
+        return out
+
+    return {"encode": encode, "decode": decode, "score": score}
+
+
+def timed_call(fn) -> tuple[float, float]:
+    """Wall and CPU (user+sys, all threads) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_inference_sweep(args) -> dict:
+    """One network: hand-written loops and skconvae per batch size, interleaved rounds."""
+    import skconvae._net as net_module
+    from skconvae import ConvAutoencoderTransformer
+
+    images = load_images(args.data, 10_000)
+    params = NETWORKS[args.network]
+    ae = ConvAutoencoderTransformer(**params, max_epochs=1, random_state=0).fit(images[:8000])
+    codes = ae.transform(images)
+    hand = hand_loops(ae.net_.module_, images, codes)
+    ours = {
+        "encode": lambda: ae.transform(images),
+        "decode": lambda: ae.inverse_transform(codes),
+        "score": lambda: ae.score_samples(images),
+    }
+
+    def forced(op, batch):
+        net_module.INFERENCE_BATCH_SIZE = batch
+        try:
+            return ours[op]()
+        finally:
+            net_module.INFERENCE_BATCH_SIZE = None
+
+    # A fresh copy of the net measures its batch sizes on its first calls.
+    ae.net_._batch_sizes.clear()
+    first = {op: timed_call(ours[op]) for op in ours}
+    chosen = {
+        op: next(c.chosen for k, c in ae.net_._batch_sizes.items() if k[0][0] == kind)
+        for op, kind in _CHOOSER_KIND.items()
+    }
+    for op in ours:  # warm every shape once
+        for batch in args.sweep:
+            hand[op](batch)
+    times: dict[str, list] = {}
+    for r in range(args.rounds):
+        for op in ours:
+            calls = [("auto", lambda op=op: ours[op]())]
+            for batch in args.sweep:
+                calls.append((f"hand {batch}", lambda op=op, b=batch: hand[op](b)))
+                calls.append((f"ours {batch}", lambda op=op, b=batch: forced(op, b)))
+            calls = calls[r % len(calls) :] + calls[: r % len(calls)]
+            if r % 2:
+                calls.reverse()
+            for name, call in calls:
+                times.setdefault(f"{op} {name}", []).append(timed_call(call))
+        print(f"  {args.network}: round {r + 1} done, {load_average()}", file=sys.stderr)
+    n = len(images)
+    img_s = {k: n / statistics.median(w for w, _ in v) for k, v in times.items()}
+    img_cpu_s = {k: n / statistics.median(c for _, c in v) for k, v in times.items()}
+    return {
+        "network": args.network,
+        "n_images": n,
+        "img_s": img_s,
+        "img_cpu_s": img_cpu_s,
+        "chosen_batch": chosen,
+        "first_call_img_s": {op: n / first[op][0] for op in first},
+    }
+
+
+def inference_section(args) -> list[dict]:
+    before = load_average()
+    results = []
+    for network in NETWORKS:
+        res = subprocess_entry(
+            args, "inference", ["--network", network, "--sweep", *map(str, args.sweep)]
+        )
+        if res:
+            results.append(res)
+    after = load_average()
+    print(
+        f"\n### Inference, CPU: 10,000 MNIST images, img/s (median of {args.rounds} "
+        f"interleaved rounds)\n"
+    )
+    print(f"{before} before, {after} after.\n")
+    print(
+        "| network | pass | hand-written loop, best batch | skconvae (its batch) | "
+        "x hand-written best | per CPU-second: hand best / skconvae | skconvae first call |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for res in results:
+        for op, method in PASSES.items():
+            img_s, cpu = res["img_s"], res["img_cpu_s"]
+            best = max(args.sweep, key=lambda b: img_s[f"{op} hand {b}"])
+            hand_best, auto = img_s[f"{op} hand {best}"], img_s[f"{op} auto"]
+            print(
+                f"| {res['network']} | `{method}` | {hand_best:,.0f} ({best}) | "
+                f"**{auto:,.0f}** ({res['chosen_batch'][op]}) | **{auto / hand_best:.2f}** | "
+                f"{cpu[f'{op} hand {best}']:,.0f} / {cpu[f'{op} auto']:,.0f} | "
+                f"{res['first_call_img_s'][op]:,.0f} |"
+            )
+    print("\nBoth curves, img/s per batch size (skconvae with its batch size forced):\n")
+    print("| network | pass | loop | " + " | ".join(map(str, args.sweep)) + " |")
+    print("|---|---|---|" + "---|" * len(args.sweep))
+    for res in results:
+        for op, method in PASSES.items():
+            for who, label in (("hand", "hand-written"), ("ours", "skconvae")):
+                cells = " | ".join(f"{res['img_s'][f'{op} {who} {b}']:,.0f}" for b in args.sweep)
+                print(f"| {res['network']} | `{method}` | {label} | {cells} |")
+    return results
+
+
+# -- where the CPU time goes: the allocator ---------------------------------------------------
+
+
+def run_allocator(args) -> dict:
+    """Encode the MNIST test set with the classic encoder, one thread, per batch size:
+    images per CPU-second, minor page faults and the kernel's share of CPU time."""
+    import torch
+
+    from skconvae.nn import ConvAutoencoder
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = ConvAutoencoder(in_channels=1, input_size=(28, 28), filters=CLASSIC["filters"])
+    module = module.eval().to(memory_format=torch.channels_last)
+    images = torch.from_numpy(load_images(args.data, 10_000)).unsqueeze(1)
+
+    def encode(batch):
+        with torch.inference_mode():
+            for start in range(0, len(images), batch):
+                x = images[start : start + batch].float().div_(255)
+                module.encode(x.contiguous(memory_format=torch.channels_last)).numpy()
+
+    rows = {}
+    for batch in args.sweep:
+        encode(batch)  # warm-up
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        encode(batch)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        user, sys_s = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+        rows[batch] = {
+            "img_per_cpu_s": len(images) / (user + sys_s),
+            "page_faults": after.ru_minflt - before.ru_minflt,
+            "kernel_share": sys_s / (user + sys_s),
+        }
+    return {"rows": rows}
+
+
+def allocator_section(args) -> dict:
+    before = load_average()
+    runs = {
+        "default allocator": subprocess_entry(args, "allocator", ["--sweep", *map(str, args.sweep)])
+    }
+    never_trim = {"MALLOC_TRIM_THRESHOLD_": str(10**10), "MALLOC_MMAP_THRESHOLD_": str(10**9)}
+    runs["allocator told never to trim"] = subprocess_entry(
+        args, "allocator", ["--sweep", *map(str, args.sweep)], env=never_trim
+    )
+    print("\n### Where the CPU time goes: classic encoder, one thread, 10,000 images\n")
+    print(f"{before} before, {load_average()} after.\n")
+    print("| | batch | " + " | ".join(map(str, args.sweep)) + " |")
+    print("|---|---|" + "---|" * len(args.sweep))
+    for label, res in runs.items():
+        if not res:
+            continue
+        rows = {int(b): r for b, r in res["rows"].items()}
+        for key, name, fmt in (
+            ("img_per_cpu_s", "img per CPU-second", "{:,.0f}"),
+            ("page_faults", "minor page faults", "{:,}"),
+            ("kernel_share", "kernel share of CPU time", "{:.0%}"),
+        ):
+            cells = " | ".join(fmt.format(rows[b][key]) for b in args.sweep)
+            print(f"| {label} | {name} | {cells} |")
+    return runs
+
+
+# -- memory-mapped input ---------------------------------------------------------------------
 
 
 def run_memmap(args) -> dict:
@@ -244,71 +620,12 @@ def run_memmap(args) -> dict:
     }
 
 
-def subprocess_entry(args, entry: str, extra: list[str] | None = None) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", entry, "--data", args.data]
-    cmd += ["--epochs", str(args.epochs), "--n-images", str(args.n_images)]
-    cmd += ["--device", args.device, "--precision", args.precision]
-    cmd += ["--batch-size", str(args.batch_size), *(extra or [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        print(f"  {entry}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_table(args) -> list[dict]:
-    entries = [e for e in ENTRIES if e in args.entries]
-    results: dict[str, list[dict]] = {e: [] for e in entries}
-    for r in range(args.rounds):
-        order = entries[r % len(entries) :] + entries[: r % len(entries)]
-        for entry in order:
-            res = subprocess_entry(args, entry)
-            if res is not None:
-                results[entry].append(res)
-                print(
-                    f"  round {r + 1} {entry}: {res['s_per_epoch']:.3f} s/epoch, "
-                    f"encode {res['encode_s']:.3f} s",
-                    file=sys.stderr,
-                )
-    rows = []
-    for entry, runs in results.items():
-        if not runs:
-            continue
-        rows.append(
-            {
-                "entry": entry,
-                "s_per_epoch": statistics.median(r["s_per_epoch"] for r in runs),
-                "encode_s": statistics.median(r["encode_s"] for r in runs),
-                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-                "n_images": runs[0]["n_images"],
-                "runs": len(runs),
-            }
-        )
-    return rows
-
-
-def print_table(rows: list[dict], title: str) -> None:
-    ref = next((r for r in rows if r["entry"] == "hand_channels_last"), rows[0])
-    print(f"\n### {title}\n")
-    print(
-        "| implementation | s/epoch (median) | train img/s | x hand-written | "
-        "encode img/s | x hand-written | peak RSS (MB) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        n = r["n_images"]
-        print(
-            f"| {r['entry']} | {r['s_per_epoch']:.3f} | {n / r['s_per_epoch']:,.0f} | "
-            f"{r['s_per_epoch'] / ref['s_per_epoch']:.2f} | {n / r['encode_s']:,.0f} | "
-            f"{ref['encode_s'] / r['encode_s']:.2f} | {r['peak_rss_mb']:,.0f} |"
-        )
-
-
 def memmap_section(args) -> dict | None:
     import pickle
 
     from skconvae import ConvAutoencoderTransformer
 
+    before = load_average()
     images = load_images(args.data, 10_000)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "images.npy"
@@ -317,13 +634,20 @@ def memmap_section(args) -> dict | None:
             mm[start : start + len(images)] = images
         mm.flush()
         del mm
-        ae = ConvAutoencoderTransformer(latent_dim=32, max_epochs=1, random_state=0)
+        ae = ConvAutoencoderTransformer(**NETWORKS["latent_dim=32"], max_epochs=1, random_state=0)
         ae.fit(images[:2000])
         model_path = Path(tmp) / "model.pkl"
         model_path.write_bytes(pickle.dumps(ae))
-        return subprocess_entry(
+        res = subprocess_entry(
             args, "memmap", ["--memmap-path", str(path), "--model-path", str(model_path)]
         )
+    if res:
+        print(
+            f"\nmemmap: transformed {res['n_images']:,} uint8 28x28 images (784 MB on disk) "
+            f"with the latent_dim=32 network in {res['seconds']:.1f} s, "
+            f"peak RSS {res['peak_rss_mb']:,.0f} MB ({before} before, {load_average()} after)"
+        )
+    return res
 
 
 def main() -> None:
@@ -336,44 +660,44 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--entries", nargs="+", default=ENTRIES)
+    parser.add_argument("--sweep", nargs="+", type=int, default=SWEEP_BATCH_SIZES)
     parser.add_argument(
         "--sections",
         nargs="+",
-        choices=["cpu", "memmap", "gpu"],
-        default=["cpu", "memmap", "gpu"],
-        help="cpu: the interleaved table; memmap: 1e6 memmapped images; gpu: needs CUDA",
+        choices=[*CPU_SECTIONS, "gpu"],
+        default=CPU_SECTIONS,
+        help="allocator, inference, train, compile, memmap (CPU); gpu: needs CUDA",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, 2000 images")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--network", help=argparse.SUPPRESS)
     parser.add_argument("--memmap-path", help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         args.entry = args.child
-        result = run_memmap(args) if args.child == "memmap" else run_entry(args)
-        print(json.dumps(result))
+        runners = {"memmap": run_memmap, "inference": run_inference_sweep}
+        runners["allocator"] = run_allocator
+        print(json.dumps(runners.get(args.child, run_entry)(args)))
         return
     if args.quick:
         args.rounds, args.epochs, args.n_images = 1, 2, 2000
 
     print(f"Machine: {machine()}")
     report: dict = {"machine": machine(), "args": vars(args)}
-    if "cpu" in args.sections:
-        rows = cpu_table(args)
-        print_table(rows, f"CPU, {args.n_images} MNIST images, batch {args.batch_size}")
-        report["cpu"] = rows
-    if "memmap" in args.sections:
-        res = memmap_section(args)
-        report["memmap"] = res
-        if res:
-            print(
-                f"\nmemmap: transformed {res['n_images']:,} uint8 28x28 images "
-                f"(784 MB on disk) in {res['seconds']:.1f} s, peak RSS {res['peak_rss_mb']:,.0f} MB"
-            )
-    if "gpu" in args.sections:
-        report["gpu"] = gpu_section(args)
+    sections = {
+        "allocator": allocator_section,
+        "inference": inference_section,
+        "train": train_section,
+        "compile": compile_section,
+        "memmap": memmap_section,
+        "gpu": gpu_section,
+    }
+    for name, section in sections.items():
+        if name in args.sections:
+            report[name] = section(args)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

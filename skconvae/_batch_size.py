@@ -18,6 +18,8 @@ sizes where CPU kernels switch to other code paths.
 
 from __future__ import annotations
 
+import threading
+
 # Candidate batch sizes on the CPU, each timed on two real batches (the first pays
 # for the kernels' one-time setup for a new shape).
 CPU_CANDIDATES = (32, 64, 128, 256, 512, 1024)
@@ -45,10 +47,13 @@ class BatchSizeChooser:
         self.schedule = [int(size) for size in candidates for _ in range(runs)]
         self.best_seconds_per_sample: dict[int, float] = {}
         self.chosen: int | None = int(candidates[0]) if len(candidates) == 1 else None
+        # Threads may run inference on one net at once.
+        self._lock = threading.Lock()
 
     def next_size(self) -> int:
         """Size of the next batch to run."""
-        return self.chosen if self.chosen is not None else self.schedule[0]
+        with self._lock:
+            return self.chosen if self.chosen is not None else self.schedule[0]
 
     def record(self, size: int, n_samples: int, seconds: float) -> None:
         """Report that a batch proposed as ``size`` ran ``n_samples`` in ``seconds``.
@@ -56,15 +61,16 @@ class BatchSizeChooser:
         Batches cut short (by the end of the data, or after running out of memory)
         are no measurement of ``size`` and only pass.
         """
-        if self.chosen is not None or n_samples != size or size != self.schedule[0]:
-            return
-        per_sample = seconds / n_samples
-        best = self.best_seconds_per_sample.get(size, float("inf"))
-        self.best_seconds_per_sample[size] = min(best, per_sample)
-        self.schedule.pop(0)
-        if not self.schedule:
-            times = self.best_seconds_per_sample
-            self.chosen = min(times, key=lambda s: (times[s], s))
+        with self._lock:
+            if self.chosen is not None or n_samples != size or size != self.schedule[0]:
+                return
+            per_sample = seconds / n_samples
+            best = self.best_seconds_per_sample.get(size, float("inf"))
+            self.best_seconds_per_sample[size] = min(best, per_sample)
+            self.schedule.pop(0)
+            if not self.schedule:
+                times = self.best_seconds_per_sample
+                self.chosen = min(times, key=lambda s: (times[s], s))
 
 
 def batch_size_candidates(on_cuda: bool, forced: int | None) -> tuple[int, ...]:

@@ -180,8 +180,13 @@ class ConvAutoencoderTransformer(
         ``"bfloat16"`` trains and encodes under autocast (mixed precision): faster
         on GPUs with bf16 tensor cores; weights and outputs stay float32.
     compile : bool, default=False
-        Compile the network's encode/decode with ``torch.compile`` at first use.
-        Compilation takes tens of seconds; it pays off for long fits.
+        Compile the network for inference (``transform``, ``inverse_transform``,
+        ``reconstruct``, ``score``, ``score_samples``) with ``torch.compile`` at
+        its first use, with a dynamic batch size. Training is never compiled, so
+        ``fit`` is never slower than without it: measured on the CPU, a compiled
+        training step ran slower than eager and the compilation cost tens of
+        seconds on top. Compiled inference ran about 1.2x faster on the CPU once
+        compiled, which pays off for repeated or large inference calls.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and the validation split. With an
         int, refits on the CPU give identical results. ``fit`` leaves the global
