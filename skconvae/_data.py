@@ -70,17 +70,25 @@ class BatchIterator:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
+        for index in self.batch_indices():
+            yield self.take(index)
+
+    def batch_indices(self):
+        """Each batch's index into the dataset, in order: index tensors when
+        shuffled (a new permutation per pass), slices otherwise."""
         n = len(self.dataset)
+        if not self.shuffle:
+            return (
+                slice(start, min(start + self.batch_size, n))
+                for start in range(0, n, self.batch_size)
+            )
+        order = torch.randperm(n, generator=self.generator, device="cpu")
+        return iter(order.to(self.dataset.X.device).split(self.batch_size))
+
+    def take(self, index) -> tuple:
+        """The ``(X, y)`` batch at ``index`` (a slice or an index tensor)."""
         X, y = self.dataset.X, self.dataset.y
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device="cpu").to(X.device)
-            for start in range(0, n, self.batch_size):
-                index = order[start : start + self.batch_size]
-                yield X[index], None if y is None else y[index]
-        else:
-            for start in range(0, n, self.batch_size):
-                stop = start + self.batch_size
-                yield X[start:stop], None if y is None else y[start:stop]
+        return X[index], None if y is None else y[index]
 
 
 class HoldoutSplit:

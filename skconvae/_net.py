@@ -14,6 +14,7 @@ when the device runs out of memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import warnings
@@ -24,6 +25,7 @@ from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
+from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
 from ._noise import corrupt
 
@@ -57,7 +59,14 @@ class AutoencoderNet(NeuralNet):
         Range of clean data in the network's units; corrupted inputs are clipped to it.
     kl_weight : float, default=1.0
         Weight of the KL term for a variational module, relative to the ELBO.
+    distributed : {"auto", True, False}, default="auto"
+        Train data-parallel with the other processes of a ``torchrun`` launch
+        (``"auto"``: when there is one; ``True``: require one); see
+        ``skconvae._distributed``.
     """
+
+    # The other processes of a torchrun launch, lent while training (see data_parallel).
+    _parallel = None
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class AutoencoderNet(NeuralNet):
         noise_level: float = 0.0,
         noise_bounds: tuple[float, float] = (0.0, 1.0),
         kl_weight: float = 1.0,
+        distributed: bool | str = "auto",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -77,6 +87,7 @@ class AutoencoderNet(NeuralNet):
         self.noise_level = noise_level
         self.noise_bounds = noise_bounds
         self.kl_weight = kl_weight
+        self.distributed = distributed
 
     # -- skorch hooks -------------------------------------------------------------
 
@@ -101,7 +112,8 @@ class AutoencoderNet(NeuralNet):
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         epochs_before = len(self.history)
         try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            with data_parallel(self), task_threads():
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
             # skorch's partial_fit swallows the interrupt silently and keeps the weights.
             # skorch's EarlyStopping raises it too, to stop: that one is no interruption.
@@ -123,6 +135,11 @@ class AutoencoderNet(NeuralNet):
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
+        if self._parallel is not None:
+            # Data-parallel: the recorded loss is the global batch's, so is its size.
+            self.history.record_batch(
+                f"{'train' if training else 'valid'}_batch_size", batch.n_global
+            )
         if training:
             loss = self.history[-1, "batches", -1, "train_loss"]
             if not math.isfinite(loss):
@@ -148,11 +165,14 @@ class AutoencoderNet(NeuralNet):
 
     def get_iterator(self, dataset, training=False):
         generator = torch.Generator().manual_seed(self.seed) if training else None
-        return BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+        batches = BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+        return batches if self._parallel is None else self._parallel.shard(batches)
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         loss, logits = self._batch_loss(batch, training=True)
+        if self._parallel is not None:
+            return {"loss": self._parallel.backward(loss, batch), "y_pred": logits}
         loss.backward()
         return {"loss": loss, "y_pred": logits}
 
@@ -160,11 +180,14 @@ class AutoencoderNet(NeuralNet):
         self._set_training(False)
         with torch.no_grad():
             loss, logits = self._batch_loss(batch, training=False)
+            if self._parallel is not None:
+                loss = self._parallel.batch_mean(loss, batch)
         return {"loss": loss, "y_pred": logits}
 
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_compiled", None)
+        state.pop("_parallel", None)
         return state
 
     def __setstate__(self, state):
@@ -217,6 +240,8 @@ class AutoencoderNet(NeuralNet):
             if method not in self._compiled:
                 self._compiled[method] = torch.compile(fn, **self.get_params_for("compile"))
             fn = self._compiled[method]
+        if self._parallel is not None and torch.is_grad_enabled():
+            fn = functools.partial(self._parallel.forward, fn)
         dtype = _PRECISIONS[self.precision]
         device_type = torch.device(self.device).type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):

@@ -25,12 +25,13 @@ from ._base import (
     validate_images,
 )
 from ._data import as_compact_tensor
+from ._distributed import launch_setup
 from ._layout import flatten_samples, infer_layout, infer_target_layout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ImageToImageNet, ReconstructionLoss
 from ._persistence import PersistenceMixin
 from ._scaling import channel_extremes, fit_scaling
-from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
+from ._utils import restore_on_error, seeded_torch
 
 
 class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
@@ -85,6 +86,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     verbose : int, default=0
     callbacks : list of skorch callbacks or None, default=None
     warm_start : bool, default=False
+    distributed : {"auto", True, False}, default="auto"
         See :class:`ConvAutoencoderTransformer` for these training parameters.
 
     Attributes
@@ -145,6 +147,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         verbose=0,
         callbacks=None,
         warm_start=False,
+        distributed="auto",
     ):
         self.image_shape = image_shape
         self.target_shape = target_shape
@@ -169,6 +172,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
+        self.distributed = distributed
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -203,8 +207,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
         x_scaling = fit_scaling(*channel_extremes(images), self.scaling, self.loss)
         y_min, y_max = channel_extremes(targets)
         y_scaling = fit_scaling(y_min, y_max, self.scaling, self.loss)
-        device = resolve_device(self.device)
-        seed = draw_seed(self.random_state)
+        device, seed = launch_setup(self.distributed, self.device, self.random_state)
         continuing = (
             self.warm_start
             and hasattr(self, "net_")

@@ -26,13 +26,14 @@ from ._base import (
     validate_images,
 )
 from ._data import as_compact_tensor
+from ._distributed import from_first_process, launch_setup
 from ._layout import ImageLayout, flatten_samples, infer_layout
 from ._net import AutoencoderNet, cuda_autotune
 from ._network import ConvAutoencoder, ReconstructionLoss
 from ._noise import NOISE_KINDS
 from ._persistence import PersistenceMixin
 from ._scaling import Scaling, channel_extremes, channel_means, fit_scaling, output_bias_for
-from ._utils import draw_seed, resolve_device, restore_on_error, seeded_torch
+from ._utils import restore_on_error, seeded_torch
 
 # Mixture components of the code density behind ``sample`` (one per digit class on
 # MNIST-like data; more cost time and overfit small training sets).
@@ -139,6 +140,15 @@ class ConvAutoencoderTransformer(
         stopping) apply to the continued training; the optimizer's state carries
         over unless ``optimizer`` changed. The network's architecture, scaling and
         device stay those of the first fit.
+    distributed : {"auto", True, False}, default="auto"
+        Data-parallel training across the processes of a ``torchrun`` launch
+        (``torchrun --nproc_per_node=N script.py``): ``"auto"`` trains
+        data-parallel inside a launch and in one process otherwise; ``True``
+        requires a launch; ``False`` trains each process on its own. In a launch
+        every process passes the same ``X`` and trains on its share of each
+        (global) ``batch_size`` batch, on its own GPU (``LOCAL_RANK``) with
+        ``device="auto"``; after ``fit`` all hold the same model, and only the
+        first prints progress. See the README's "Scaling out".
 
     Attributes
     ----------
@@ -216,6 +226,7 @@ class ConvAutoencoderTransformer(
         verbose=0,
         callbacks=None,
         warm_start=False,
+        distributed="auto",
     ):
         self.image_shape = image_shape
         self.channels = channels
@@ -242,6 +253,7 @@ class ConvAutoencoderTransformer(
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
+        self.distributed = distributed
 
     # -- fitting ---------------------------------------------------------------------
 
@@ -276,8 +288,7 @@ class ConvAutoencoderTransformer(
         images = layout.to_nchw(flat)
         data_min, data_max = channel_extremes(images)
         scaling = fit_scaling(data_min, data_max, self.scaling, self.loss)
-        device = resolve_device(self.device)
-        seed = draw_seed(self.random_state)
+        device, seed = launch_setup(self.distributed, self.device, self.random_state)
         continuing = (
             self.warm_start and hasattr(self, "net_") and getattr(self, "_layout", None) == layout
         )
@@ -289,7 +300,9 @@ class ConvAutoencoderTransformer(
                 net = self._build_net(layout, filters, scaling, images, device, seed)
                 net.initialize()
             net.partial_fit(as_compact_tensor(images))
-            density = self._fit_code_density(net, images, seed)
+            density = from_first_process(
+                self._fit_code_density(net, images, seed), self.distributed
+            )
 
         self.net_ = net
         self.code_density_ = density
