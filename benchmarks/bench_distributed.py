@@ -238,7 +238,7 @@ def search(args) -> list[str]:
         start = time.perf_counter()
         with (
             distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, dashboard_address=None
+                n_workers=2, threads_per_worker=1, dashboard_address=":0"
             ) as cluster,
             distributed.Client(cluster),
         ):

@@ -171,25 +171,35 @@ def _pipeline():
 
 def test_grid_search_on_a_dask_cluster_matches_serial(small_digits):
     distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
     from joblib import parallel_config
 
     X, y = small_digits
     grid = {"convautoencodertransformer__latent_dim": [4, 8]}
     serial = GridSearchCV(_pipeline(), grid, cv=2).fit(X, y)
     with (
+        # The README's one-GPU-per-worker recipe, on CPU workers: each worker holds one
+        # "GPU" resource and every fit asks for one.
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, dashboard_address=None, processes=True
+            n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
-        parallel_config(backend="dask"),
+        parallel_config(backend="dask", resources={"GPU": 1}),
     ):
         spread = GridSearchCV(_pipeline(), grid, cv=2, n_jobs=-1).fit(X, y)
         ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
         on_worker = client.submit(ae.fit, X).result()
+        # Inference on the cluster: the estimator travels once, with the graph.
+        n_out = len(on_worker.get_feature_names_out())
+        blocks = da.from_array(X, chunks=(100, X.shape[1]))
+        codes = blocks.map_blocks(
+            on_worker.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
+        ).compute()
     for key in ("mean_test_score", "split0_test_score", "split1_test_score", "rank_test_score"):
         np.testing.assert_array_equal(spread.cv_results_[key], serial.cv_results_[key], key)
     # Worker processes run one task per thread: torch takes one thread per fit.
     assert on_worker.net_.history[0, "torch_threads"] == 1
+    np.testing.assert_allclose(codes, on_worker.transform(X), rtol=1e-5, atol=1e-6)
 
 
 def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits):
@@ -200,7 +210,7 @@ def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits):
     ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
     with (
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
