@@ -294,6 +294,10 @@ def data_parallel(net):
         yield
         return
     net._parallel = DataParallel(net.module_, net.device)
+    if net._parallel.rank:
+        # The seed is shared; the noise of denoising and VAE sampling must not repeat
+        # from one process's part of a batch to the next.
+        torch.manual_seed((torch.initial_seed() + 7919 * net._parallel.rank) % 2**63)
     try:
         yield
     finally:
