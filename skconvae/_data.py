@@ -47,6 +47,15 @@ class ImageBatches:
     def subset(self, index: torch.Tensor) -> ImageBatches:
         return ImageBatches(self.X[index], None if self.y is None else self.y[index])
 
+    def shuffled_order(self, generator=None) -> torch.Tensor:
+        """A random permutation of the samples, on the device that holds them."""
+        order = torch.randperm(len(self), generator=generator, device="cpu")
+        return order.to(self.X.device)
+
+    def take(self, index):
+        """The batch ``(X, y)`` at ``index`` (a slice or a tensor of positions)."""
+        return self.X[index], None if self.y is None else self.y[index]
+
 
 class BatchIterator:
     """Iterate over ``(X_batch, y_batch)`` pairs, reshuffled on every pass.
@@ -71,24 +80,22 @@ class BatchIterator:
 
     def __iter__(self):
         for index in self.batch_indices():
-            yield self.take(index)
+            yield self.dataset.take(index)
 
     def batch_indices(self):
-        """Each batch's index into the dataset, in order: index tensors when
-        shuffled (a new permutation per pass), slices otherwise."""
+        """Each batch's index into the dataset, in order: parts of a new
+        ``shuffled_order`` per pass when shuffling, slices otherwise (a sharded
+        iterator cuts its share of each)."""
         n = len(self.dataset)
-        if not self.shuffle:
-            return (
-                slice(start, min(start + self.batch_size, n))
-                for start in range(0, n, self.batch_size)
-            )
-        order = torch.randperm(n, generator=self.generator, device="cpu")
-        return iter(order.to(self.dataset.X.device).split(self.batch_size))
+        if self.shuffle:
+            return iter(self.dataset.shuffled_order(self.generator).split(self.batch_size))
+        return (
+            slice(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)
+        )
 
     def take(self, index) -> tuple:
-        """The ``(X, y)`` batch at ``index`` (a slice or an index tensor)."""
-        X, y = self.dataset.X, self.dataset.y
-        return X[index], None if y is None else y[index]
+        """The ``(X, y)`` batch at ``index`` (a slice or a tensor of positions)."""
+        return self.dataset.take(index)
 
 
 class HoldoutSplit:

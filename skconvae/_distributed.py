@@ -269,7 +269,7 @@ def _check_same_data(dataset, device: torch.device) -> None:
     """Raise if the processes of a launch were given different training data."""
     n = len(dataset)
     rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES)).astype(np.int64))
-    sample = dataset.X[torch.as_tensor(rows, device=dataset.X.device)].cpu().numpy()
+    sample = dataset.take(torch.as_tensor(rows))[0].cpu().numpy()
     fingerprint = torch.tensor([n, zlib.crc32(sample.tobytes())], dtype=torch.int64)
     fingerprint = fingerprint.to(_collective_device())
     gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
