@@ -3,6 +3,7 @@
 import glob
 import os
 import pickle
+import signal
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from .conftest import FAST, ROOT
 
 # A hang (a process waiting on a collective the others never join) must fail, not block.
 TORCHRUN_TIMEOUT_S = 240
+CLUSTER_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +156,20 @@ class RecordThreads(Callback):
         net.history.record("torch_threads", torch.get_num_threads())
 
 
+@pytest.fixture
+def hard_timeout():
+    """Fail a test that starts a cluster after a few minutes instead of blocking the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"gave up after {CLUSTER_TIMEOUT_S} s: a Dask cluster test hung")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(CLUSTER_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture(scope="module")
 def small_digits():
     from sklearn.datasets import load_digits
@@ -169,7 +185,7 @@ def _pipeline():
     )
 
 
-def test_grid_search_on_a_dask_cluster_matches_serial(small_digits):
+def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout):
     distributed = pytest.importorskip("distributed")
     da = pytest.importorskip("dask.array")
     from joblib import parallel_config
@@ -202,7 +218,7 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits):
     np.testing.assert_allclose(codes, on_worker.transform(X), rtol=1e-5, atol=1e-6)
 
 
-def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits):
+def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits, hard_timeout):
     distributed = pytest.importorskip("distributed")
     X, _ = small_digits
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
