@@ -13,6 +13,7 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler, ProgressBar
 from skorch.utils import noop
 
 from ._data import HoldoutSplit
+from ._distributed import prints_progress
 from ._layout import ImageLayout, check_sample_shape, flatten_samples
 
 OPTIMIZERS = {
@@ -42,6 +43,7 @@ SHARED_CONSTRAINTS: dict = {
     "verbose": ["verbose"],
     "callbacks": [None, list],
     "warm_start": ["boolean"],
+    "distributed": ["boolean", StrOptions({"auto"})],
 }
 
 
@@ -86,15 +88,16 @@ def skorch_training_kwargs(
     _check_optimizer_and_callbacks(estimator)
     if max_epochs is None:
         max_epochs = getattr(estimator, "max_epochs_", estimator.max_epochs)
+    verbose = int(estimator.verbose) if prints_progress(estimator.distributed) else 0
     callbacks = []
     if estimator.early_stopping:
         stopper = EarlyStopping(
             patience=estimator.n_iter_no_change,
             load_best=True,
-            sink=print if estimator.verbose else noop,
+            sink=print if verbose else noop,
         )
         callbacks.append(("early_stopping", stopper))
-    if estimator.verbose:
+    if verbose:
         callbacks.append(("progress_bar", ProgressBar()))
     own_schedule = any(
         isinstance(entry[1] if isinstance(entry, tuple) else entry, LRScheduler)
@@ -115,10 +118,11 @@ def skorch_training_kwargs(
         "train_split": split,
         "callbacks": callbacks,
         "device": device,
-        "verbose": int(estimator.verbose),
+        "verbose": verbose,
         "seed": seed,
         "precision": estimator.precision,
         "compile": estimator.compile,
+        "distributed": estimator.distributed,
     }
 
 
@@ -134,7 +138,8 @@ def continue_training(net, estimator, seed: int, max_epochs: int | None = None):
     net = copy.deepcopy(net)
     kwargs = skorch_training_kwargs(estimator, net.device, seed, max_epochs)
     optimizer, lr = kwargs.pop("optimizer"), kwargs.pop("lr")
-    for name in ("max_epochs", "batch_size", "train_split", "verbose", "seed", "precision"):
+    names = ("max_epochs", "batch_size", "train_split", "verbose", "seed", "precision")
+    for name in (*names, "distributed"):
         setattr(net, name, kwargs[name])
     net.callbacks = kwargs["callbacks"]
     net.initialize_callbacks()

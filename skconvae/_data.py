@@ -81,14 +81,23 @@ class BatchIterator:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
+        for index in self.batch_indices():
+            yield self.dataset.take(index)
+
+    def batch_indices(self):
+        """Each batch's index into the dataset, in order: parts of a new
+        ``shuffled_order`` per pass when shuffling, slices otherwise (a sharded
+        iterator cuts its share of each)."""
         n = len(self.dataset)
         if self.shuffle:
-            order = self.dataset.shuffled_order(self.generator)
-            for start in range(0, n, self.batch_size):
-                yield self.dataset.take(order[start : start + self.batch_size])
-        else:
-            for start in range(0, n, self.batch_size):
-                yield self.dataset.take(slice(start, start + self.batch_size))
+            return iter(self.dataset.shuffled_order(self.generator).split(self.batch_size))
+        return (
+            slice(start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)
+        )
+
+    def take(self, index) -> tuple:
+        """The ``(X, y)`` batch at ``index`` (a slice or a tensor of positions)."""
+        return self.dataset.take(index)
 
 
 class HoldoutSplit:

@@ -24,6 +24,7 @@ import warnings
 
 import torch
 
+from ._distributed import from_first_process, prints_progress
 from ._scaling import out_of_range_message
 from ._utils import draw_seed, restore_on_error
 
@@ -53,9 +54,10 @@ class IncrementalFitMixin:
             for_chunks(net).initialize_callbacks()
         # A new shuffling order for every chunk, reproducible with an int random_state.
         seed = (draw_seed(self.random_state) + len(net.history)) % (2**31)
+        seed = from_first_process(seed, self.distributed)
         net.seed = seed
         net.batch_size = self.batch_size
-        net.verbose = int(self.verbose)
+        net.verbose = int(self.verbose) if prints_progress(self.distributed) else 0
         if net.lr != self.lr:
             net.set_params(lr=self.lr)  # in the optimizer's parameter groups, keeping its state
         # The net's fit loop draws noise and latent samples from generators seeded by

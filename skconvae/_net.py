@@ -27,6 +27,7 @@ from skorch.callbacks import EarlyStopping
 
 from ._batch_size import BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
+from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
@@ -67,7 +68,14 @@ class AutoencoderNet(NeuralNet):
         Range of clean data in the network's units; corrupted inputs are clipped to it.
     kl_weight : float, default=1.0
         Weight of the KL term for a variational module, relative to the ELBO.
+    distributed : {"auto", True, False}, default="auto"
+        Train data-parallel with the other processes of a ``torchrun`` launch
+        (``"auto"``: when there is one; ``True``: require one); see
+        ``skconvae._distributed``.
     """
+
+    # The other processes of a torchrun launch, lent while training (see data_parallel).
+    _parallel = None
 
     def __init__(
         self,
@@ -78,6 +86,7 @@ class AutoencoderNet(NeuralNet):
         noise_level: float = 0.0,
         noise_bounds: tuple[float, float] = (0.0, 1.0),
         kl_weight: float = 1.0,
+        distributed: bool | str = "auto",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -87,6 +96,7 @@ class AutoencoderNet(NeuralNet):
         self.noise_level = noise_level
         self.noise_bounds = noise_bounds
         self.kl_weight = kl_weight
+        self.distributed = distributed
 
     # -- skorch hooks -------------------------------------------------------------
 
@@ -116,7 +126,8 @@ class AutoencoderNet(NeuralNet):
         epochs_before = len(self.history)
         self._draws = stream_generator(self.seed, "noise", torch.device(self.device))
         try:
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            with data_parallel(self), task_threads():
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
             # skorch's partial_fit swallows the interrupt silently and keeps the weights.
             # skorch's EarlyStopping raises it too, to stop: that one is no interruption.
@@ -140,6 +151,11 @@ class AutoencoderNet(NeuralNet):
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
+        if self._parallel is not None:
+            # Data-parallel: the recorded loss is the global batch's, so is its size.
+            self.history.record_batch(
+                f"{'train' if training else 'valid'}_batch_size", batch.n_global
+            )
         if training:
             loss = self.history[-1, "batches", -1, "train_loss"]
             if not math.isfinite(loss):
@@ -165,11 +181,14 @@ class AutoencoderNet(NeuralNet):
 
     def get_iterator(self, dataset, training=False):
         generator = torch.Generator().manual_seed(self.seed) if training else None
-        return BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+        batches = BatchIterator(dataset, self.batch_size, shuffle=training, generator=generator)
+        return batches if self._parallel is None else self._parallel.shard(batches)
 
     def train_step_single(self, batch, **fit_params):
         self._set_training(True)
         loss, logits = self._batch_loss(batch, training=True)
+        if self._parallel is not None:
+            return {"loss": self._parallel.backward(loss, batch), "y_pred": logits}
         loss.backward()
         return {"loss": loss, "y_pred": logits}
 
@@ -177,6 +196,8 @@ class AutoencoderNet(NeuralNet):
         self._set_training(False)
         with torch.no_grad():
             loss, logits = self._batch_loss(batch, training=False)
+            if self._parallel is not None:
+                loss = self._parallel.batch_mean(loss, batch)
         return {"loss": loss, "y_pred": logits}
 
     def __getstate__(self):
@@ -184,6 +205,7 @@ class AutoencoderNet(NeuralNet):
         state.pop("_compiled", None)
         # Measured batch sizes belong to this machine, not to the model.
         state.pop("_batch_sizes", None)
+        state.pop("_parallel", None)
         return state
 
     def __setstate__(self, state):
@@ -239,6 +261,8 @@ class AutoencoderNet(NeuralNet):
                 params = {"dynamic": True, **self.get_params_for("compile")}
                 self._compiled[method] = torch.compile(fn, **params)
             fn = self._compiled[method]
+        if self._parallel is not None and torch.is_grad_enabled():
+            fn = functools.partial(self._parallel.forward, fn)
         dtype = _PRECISIONS[self.precision]
         device_type = torch.device(self.device).type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):

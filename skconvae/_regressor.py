@@ -24,6 +24,7 @@ from ._base import (
     validate_images,
 )
 from ._dask import accepts_dask
+from ._distributed import launch_setup
 from ._image_networks import ImageToImageNet, ResidualImageNet
 from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
 from ._layout import check_sample_shape, flatten_samples, infer_target_layout
@@ -32,7 +33,7 @@ from ._network import ReconstructionLoss
 from ._persistence import PersistenceMixin
 from ._scaling import fit_scaling, incremental_range
 from ._sources import in_memory_images, load_training_images
-from ._utils import draw_seed, resolve_device, restore_on_error
+from ._utils import restore_on_error
 
 NETWORKS = {"resnet": ResidualImageNet, "unet": ImageToImageNet}
 # ``filters=None``: each network's measured default (benchmarks/bench_restoration.py).
@@ -113,6 +114,7 @@ class ConvAutoencoderRegressor(
     verbose : int, default=0
     callbacks : list of skorch callbacks or None, default=None
     warm_start : bool, default=False
+    distributed : {"auto", True, False}, default="auto"
         See :class:`ConvAutoencoderTransformer` for these training parameters.
 
     Attributes
@@ -182,6 +184,7 @@ class ConvAutoencoderRegressor(
         verbose=0,
         callbacks=None,
         warm_start=False,
+        distributed="auto",
     ):
         self.image_shape = image_shape
         self.target_shape = target_shape
@@ -208,6 +211,7 @@ class ConvAutoencoderRegressor(
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
+        self.distributed = distributed
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -332,8 +336,7 @@ class ConvAutoencoderRegressor(
         (x_min, x_max), (y_min, y_max) = ranges
         x_scaling = fit_scaling(x_min, x_max, self.scaling, self.loss)
         y_scaling = fit_scaling(y_min, y_max, self.scaling, self.loss)
-        device = resolve_device(self.device)
-        seed = draw_seed(self.random_state)
+        device, seed = launch_setup(self.distributed, self.device, self.random_state)
         continuing = (
             self.warm_start
             and hasattr(self, "net_")

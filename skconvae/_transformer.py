@@ -27,6 +27,7 @@ from ._base import (
     validate_images,
 )
 from ._dask import accepts_dask
+from ._distributed import from_first_process, launch_setup
 from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
 from ._layout import ImageLayout
 from ._net import AutoencoderNet, cuda_autotune
@@ -41,7 +42,7 @@ from ._scaling import (
     output_bias_for,
 )
 from ._sources import load_training_images
-from ._utils import draw_seed, resolve_device, restore_on_error
+from ._utils import restore_on_error
 
 # Mixture components of the code density behind ``sample`` (one per digit class on
 # MNIST-like data; more cost time and overfit small training sets).
@@ -204,6 +205,15 @@ class ConvAutoencoderTransformer(
         stopping) apply to the continued training; the optimizer's state carries
         over unless ``optimizer`` changed. The network's architecture, scaling and
         device stay those of the first fit.
+    distributed : {"auto", True, False}, default="auto"
+        Data-parallel training across the processes of a ``torchrun`` launch
+        (``torchrun --nproc_per_node=N script.py``): ``"auto"`` trains
+        data-parallel inside a launch and in one process otherwise; ``True``
+        requires a launch; ``False`` trains each process on its own. In a launch
+        every process passes the same ``X`` and trains on its share of each
+        (global) ``batch_size`` batch, on its own GPU (``LOCAL_RANK``) with
+        ``device="auto"``; after ``fit`` all hold the same model, and only the
+        first prints progress. See the README's "Scaling out".
 
     Attributes
     ----------
@@ -301,6 +311,7 @@ class ConvAutoencoderTransformer(
         verbose=0,
         callbacks=None,
         warm_start=False,
+        distributed="auto",
     ):
         self.image_shape = image_shape
         self.channels = channels
@@ -330,6 +341,7 @@ class ConvAutoencoderTransformer(
         self.verbose = verbose
         self.callbacks = callbacks
         self.warm_start = warm_start
+        self.distributed = distributed
 
     # -- fitting ---------------------------------------------------------------------
 
@@ -410,8 +422,7 @@ class ConvAutoencoderTransformer(
         if warn_out_of_range("X", data_min, data_max, stats, _RANGE_FIX):
             data.clip(data_min, data_max)
         scaling = fit_scaling(data_min, data_max, self.scaling, auto.loss)
-        device = resolve_device(self.device)
-        seed = draw_seed(self.random_state)
+        device, seed = launch_setup(self.distributed, self.device, self.random_state)
         continuing = (
             self.warm_start and hasattr(self, "net_") and getattr(self, "_layout", None) == layout
         )
@@ -425,7 +436,7 @@ class ConvAutoencoderTransformer(
                     for_chunks(net)
                 net.initialize()
             net.partial_fit(data.data, epochs=1 if incremental else None)
-            density = self._fit_code_density(net, data, seed)
+            density = from_first_process(self._fit_code_density(net, data, seed), self.distributed)
 
         self.net_ = net
         self.code_density_ = density
@@ -463,7 +474,9 @@ class ConvAutoencoderTransformer(
         return data, None
 
     def _after_chunk(self, net, inputs, seed):
-        self.code_density_ = self._fit_code_density(net, inputs, seed)
+        self.code_density_ = from_first_process(
+            self._fit_code_density(net, inputs, seed), self.distributed
+        )
 
     def _fit_code_density(self, net, data, seed):
         """Set the code statistics (``standardize_code``) and fit the Gaussian mixture

@@ -1,0 +1,344 @@
+"""Training beyond one process: data-parallel under ``torchrun``, fits on Dask workers.
+
+**torchrun (DDP).** Inside a launch (``torchrun --nproc_per_node=N script.py``)
+every process runs the same script on the same data. :func:`launch_setup` joins
+the process group (starting it when the launcher's environment asks for one),
+gives each process its GPU by ``LOCAL_RANK`` and the first process's seed. While
+the net trains, :func:`data_parallel` lends it a :class:`DataParallel`, its only
+contact with the other processes:
+
+* :meth:`DataParallel.shard` splits every global batch of the shuffled order
+  (the same order everywhere, from the shared seed) into one part per process,
+  so ``batch_size`` stays the global batch and every process takes the same
+  number of steps;
+* :meth:`DataParallel.forward` runs the training forward pass through
+  ``DistributedDataParallel``, which averages the gradients in the backward
+  pass; the module itself is never replaced, so after ``fit`` every process
+  holds the same plain module;
+* :meth:`DataParallel.backward` and :meth:`DataParallel.batch_mean` make each
+  batch's recorded loss the mean over the whole global batch, so ``history``,
+  early stopping and the non-finite-loss stop agree on every process.
+
+**Dask.** ``GridSearchCV`` inside ``joblib.parallel_config(backend="dask")``
+needs nothing from the package but picklable estimators; :func:`task_threads`
+keeps a fit running in a Dask worker's task to its share of the cores.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import zlib
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ._random import stream_generator
+from ._utils import draw_seed, resolve_device
+
+# What torchrun (and torch.distributed's other launchers) export to every process.
+_LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+# Samples hashed to check that every process trains on the same data.
+_FINGERPRINT_SAMPLES = 64
+
+
+def _launched() -> bool:
+    return all(name in os.environ for name in _LAUNCH_VARIABLES) and (
+        int(os.environ["WORLD_SIZE"]) > 1
+    )
+
+
+def joins_process_group(distributed) -> bool:
+    """Whether a fit with this ``distributed`` parameter trains data-parallel.
+
+    Starts the default process group when a launcher's environment asks for one
+    (``RANK``, ``WORLD_SIZE`` > 1, ``MASTER_ADDR``, ``MASTER_PORT``) and none
+    exists: gloo for CPU tensors, nccl for CUDA ones.
+    """
+    if distributed is False or not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return dist.get_world_size() > 1
+    if not _launched():
+        if distributed is True:
+            raise ValueError(
+                "distributed=True trains data-parallel inside a torchrun launch, but this "
+                "process was not started by one (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT "
+                "are not all set). Run the script with `torchrun --nproc_per_node=N script.py`, "
+                "or use distributed='auto' to train in one process when not launched."
+            )
+        return False
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    atexit.register(_leave_process_group)
+    return True
+
+
+def _leave_process_group():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _process_device(device: str) -> str:
+    """This process's GPU in a launch: ``cuda`` becomes ``cuda:LOCAL_RANK``."""
+    if not device.startswith("cuda") or torch.device(device).index is not None:
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if local_rank >= torch.cuda.device_count():
+        raise ValueError(
+            f"This torchrun launch runs process LOCAL_RANK={local_rank} on a node with "
+            f"{torch.cuda.device_count()} GPU(s): start one process per GPU "
+            "(--nproc_per_node=<number of GPUs>), or train on the CPU with device='cpu'."
+        )
+    return f"cuda:{local_rank}"
+
+
+def _collective_device() -> torch.device:
+    """Where small tensors for a collective live: the CPU unless the group is nccl only."""
+    if "gloo" in str(dist.get_backend()):
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def launch_setup(distributed, device: str, random_state) -> tuple[str, int]:
+    """The device and seed of a fit.
+
+    Outside a torchrun launch (or with ``distributed=False``) these are
+    ``resolve_device(device)`` and ``draw_seed(random_state)``. Inside one, the
+    process group is joined, ``"auto"``/``"cuda"`` mean this process's GPU
+    (``cuda:LOCAL_RANK``), and every process gets the first process's seed, so
+    that weights, shuffling, the validation split and the code density agree.
+    """
+    parallel = joins_process_group(distributed)
+    device = resolve_device(device)
+    seed = draw_seed(random_state)
+    if not parallel:
+        return device, seed
+    shared = torch.tensor([seed], dtype=torch.int64, device=_collective_device())
+    dist.broadcast(shared, src=0)
+    return _process_device(device), int(shared.item())
+
+
+def from_first_process(value, distributed):
+    """``value`` as the first process of a launch computed it, on every process.
+
+    Outside a launch (or with ``distributed=False``) ``value`` itself.
+    """
+    if distributed is False or not (dist.is_available() and dist.is_initialized()):
+        return value
+    if dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
+
+
+def prints_progress(distributed) -> bool:
+    """False on every process of a launch but the first: only one prints progress."""
+    if distributed is False or not (dist.is_available() and dist.is_initialized()):
+        return True
+    return dist.get_rank() == 0
+
+
+class _Call(torch.nn.Module):
+    """A module whose forward calls a function of the wrapped module's parameters.
+
+    ``DistributedDataParallel`` hooks the gradients of a module's forward; the
+    net trains through methods other than ``forward`` (``reconstruct_logits``,
+    ``variational_logits``), possibly compiled, so DDP wraps this instead.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, fn, *args):
+        return fn(*args)
+
+
+class Shard(tuple):
+    """One process's part ``(X, y)`` of a global batch.
+
+    ``n_local`` samples of it count (0 when the global batch has fewer samples
+    than there are processes: the part is then one borrowed sample that weighs
+    nothing), out of ``n_global`` in the global batch.
+    """
+
+    def __new__(cls, X, y, n_local: int, n_global: int):
+        part = super().__new__(cls, (X, y))
+        part.n_local, part.n_global = n_local, n_global
+        return part
+
+
+class ShardedBatches:
+    """The part of each global batch of ``batches`` that one process trains on.
+
+    Parameters
+    ----------
+    batches : BatchIterator
+        Any batch source with ``batch_indices()`` (each global batch's index:
+        an index tensor or a slice) and ``take(index)`` (the ``(X, y)`` batch).
+    rank, world_size : int
+        This process and the number of processes.
+    """
+
+    def __init__(self, batches, rank: int, world_size: int):
+        self.batches = batches
+        self.dataset = batches.dataset
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for number, index in enumerate(self.batches.batch_indices()):
+            n_global = _index_length(index)
+            # Parts differ by one sample at most; which process gets which rotates.
+            part_number = (self.rank + number) % self.world_size
+            start = n_global * part_number // self.world_size
+            stop = n_global * (part_number + 1) // self.world_size
+            part = _index_part(index, start, stop) if stop > start else _index_part(index, 0, 1)
+            yield Shard(*self.batches.take(part), n_local=stop - start, n_global=n_global)
+
+
+def _index_length(index) -> int:
+    return index.stop - index.start if isinstance(index, slice) else len(index)
+
+
+def _index_part(index, start: int, stop: int):
+    if isinstance(index, slice):
+        return slice(index.start + start, index.start + stop)
+    return index[start:stop]
+
+
+class DataParallel:
+    """The other processes of a launch, as the net sees them while it trains.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The net's module; its parameters are broadcast from the first process.
+    device : str
+        The device it trains on.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: str):
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        device = torch.device(device)
+        self.wrapper = DistributedDataParallel(
+            _Call(module), device_ids=[device.index] if device.type == "cuda" else None
+        )
+        self.device = device
+
+    def shard(self, batches) -> ShardedBatches:
+        """This process's part of every global batch of ``batches``."""
+        _check_same_data(batches.dataset, self.device)
+        return ShardedBatches(batches, self.rank, self.world_size)
+
+    def forward(self, fn, x: torch.Tensor):
+        """``fn(x)`` through DDP, so that the backward pass averages gradients."""
+        return self.wrapper(fn, x)
+
+    def backward(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
+        """Backpropagate this part's mean ``loss``; return the global batch's mean loss.
+
+        DDP averages gradients over processes; weighing each part's loss by its
+        share of the global batch makes the average the gradient of the global
+        batch's mean loss, however unevenly the batch splits.
+        """
+        (loss * (part.n_local * self.world_size / part.n_global)).backward()
+        return self.batch_mean(loss, part)
+
+    def batch_mean(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
+        """The mean loss over the global batch, from each process's part mean."""
+        total = (loss.detach().float() * part.n_local).reshape(1)
+        dist.all_reduce(total)
+        return total[0] / part.n_global
+
+
+def _check_same_data(dataset, device: torch.device) -> None:
+    """Raise if the processes of a launch were given different training data."""
+    n = len(dataset)
+    rows = np.unique(np.linspace(0, n - 1, min(n, _FINGERPRINT_SAMPLES)).astype(np.int64))
+    sample = dataset.take(torch.as_tensor(rows))[0].cpu().numpy()
+    fingerprint = torch.tensor([n, zlib.crc32(sample.tobytes())], dtype=torch.int64)
+    fingerprint = fingerprint.to(_collective_device())
+    gathered = [torch.empty_like(fingerprint) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, fingerprint)
+    if any(not torch.equal(other, gathered[0]) for other in gathered):
+        sizes = sorted({int(other[0]) for other in gathered})
+        raise ValueError(
+            "The processes of this torchrun launch were given different training data "
+            f"(sample counts {sizes}, or different values). Data-parallel fit shards the "
+            "data itself: pass the same X (and y) to fit on every process, or train each "
+            "process on its own with distributed=False."
+        )
+
+
+@contextlib.contextmanager
+def data_parallel(net):
+    """Lend ``net`` a :class:`DataParallel` (as ``net._parallel``) while it trains.
+
+    Outside a launch, or with ``net.distributed=False``, the net is left as it is.
+    """
+    if not joins_process_group(net.distributed):
+        yield
+        return
+    net._parallel = DataParallel(net.module_, net.device)
+    if net._parallel.rank:
+        # The seed is shared; the noise of denoising and VAE sampling must not repeat
+        # from one process's part of a batch to the next.
+        # The net draws them from its own generator (skconvae._random): give this process
+        # a stream of its own.
+        rank = net._parallel.rank
+        net._draws = stream_generator(net.seed, f"noise/rank{rank}", torch.device(net.device))
+    try:
+        yield
+    finally:
+        net._parallel = None
+
+
+@contextlib.contextmanager
+def task_threads():
+    """Keep torch to this task's share of the cores while it runs on a Dask worker.
+
+    A worker running ``nthreads`` tasks at once (summed over the workers of the
+    process) leaves each ``cores // nthreads`` threads; never more than torch
+    had (Dask starts worker processes with ``OMP_NUM_THREADS=1``). Torch's
+    thread count is per thread here, so concurrent tasks do not interfere.
+    Outside a Dask task nothing changes.
+    """
+    share = _dask_task_share()
+    before = torch.get_num_threads()
+    if share is None or share >= before:
+        yield
+        return
+    torch.set_num_threads(share)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _dask_task_share() -> int | None:
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import Worker, get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return None
+    threads = sum(worker.state.nthreads for worker in list(Worker._instances))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, threads))

@@ -1,0 +1,237 @@
+"""Data-parallel training under torchrun, and searches on a Dask cluster."""
+
+import glob
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Callback
+
+from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, load
+from skconvae._data import BatchIterator, ImageBatches
+from skconvae._distributed import ShardedBatches
+
+from .conftest import FAST, ROOT
+
+# A hang (a process waiting on a collective the others never join) must fail, not block.
+TORCHRUN_TIMEOUT_S = 240
+CLUSTER_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """What each of 2 torchrun processes (gloo, 1 thread each) ended with."""
+    out = tmp_path_factory.mktemp("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        f"--log-dir={out / 'logs'}", "--redirects=3",
+        str(ROOT / "tests" / "torchrun_fit.py"), str(out),
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = [pickle.loads((out / f"rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
+    stdout = {
+        rank: open(
+            glob.glob(str(out / "logs" / "**" / str(rank) / "stdout.log"), recursive=True)[0]
+        ).read()
+        for rank in (0, 1)
+    }
+    return results, stdout, out
+
+
+def assert_same_weights(first, second):
+    assert first.keys() == second.keys()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+def test_torchrun_processes_end_with_the_same_model(two_processes):
+    (first, second), _, _ = two_processes
+    assert first["threads"] == second["threads"] == 1
+    a, b = first["transformer"], second["transformer"]
+    assert_same_weights(a["weights"], b["weights"])
+    assert_same_weights(first["regressor"]["weights"], second["regressor"]["weights"])
+    np.testing.assert_array_equal(a["data_max"], b["data_max"])
+    np.testing.assert_array_equal(a["density_means"], b["density_means"])
+    np.testing.assert_array_equal(a["transform"], b["transform"])
+    assert a["parallel_left"] is None and b["parallel_left"] is None
+    # distributed=False: each process trained alone, on its own data.
+    with pytest.raises(AssertionError):
+        assert_same_weights(first["solo_weights"], second["solo_weights"])
+
+
+def test_torchrun_processes_share_each_epoch_and_agree_on_losses(two_processes):
+    (first, second), _, _ = two_processes
+    a, b = first["transformer"], second["transformer"]
+    n_train = 1001 - round(0.1 * 1001)
+    for epoch, (mine, theirs) in enumerate(zip(a["samples"], b["samples"], strict=True)):
+        assert mine + theirs == n_train, epoch
+        assert abs(mine - theirs) <= 1, (mine, theirs)
+    assert a["steps"] == b["steps"] == [-(-n_train // 63)] * len(a["steps"])
+    losses = [[(row["train_loss"], row["valid_loss"]) for row in r["history"]] for r in (a, b)]
+    assert losses[0] == losses[1]
+    # The history records global batches: sizes sum to the whole training set.
+    batches = a["history"][0]["batches"]
+    assert sum(batch.get("train_batch_size", 0) for batch in batches) == n_train
+    assert sum(batch.get("valid_batch_size", 0) for batch in batches) == 1001 - n_train
+
+
+def test_torchrun_stops_and_errors_agree(two_processes):
+    (first, second), _, _ = two_processes
+    assert "training loss became" in first["diverged"]
+    assert first["diverged"] == second["diverged"]
+    assert "given different training data" in first["mismatch"]
+    assert first["mismatch"] == second["mismatch"]
+
+
+def test_torchrun_only_first_process_prints(two_processes):
+    _, stdout, _ = two_processes
+    assert "train_loss" in stdout[0] and "valid_loss" in stdout[0]
+    assert "train_loss" not in stdout[1]
+
+
+def test_torchrun_model_loads_in_one_process(two_processes, digits):
+    (first, _), _, out = two_processes
+    model = load(out / "transformer.safetensors")
+    X = digits[0][:1001]
+    np.testing.assert_array_equal(model.transform(X[:5]), first["transformer"]["transform"])
+    regressor = pickle.loads(first["regressor"]["pickle"])
+    images = X.reshape(-1, 8, 8)[:200]
+    assert regressor.predict(images[:3]).shape == (3, 8, 8)
+    # Same global batch and seed in one process: the same training, up to rounding.
+    alone = ConvAutoencoderRegressor(filters=(4,), max_epochs=2, batch_size=32, random_state=1)
+    alone.fit(images, images[:, ::-1])
+    np.testing.assert_allclose(
+        first["regressor"]["train_loss"], alone.net_.history[:, "train_loss"], rtol=1e-3
+    )
+
+
+def test_outside_a_launch_nothing_changes(digits):
+    X = digits[0][:300]
+    auto = ConvAutoencoderTransformer(**FAST).fit(X)
+    alone = ConvAutoencoderTransformer(**FAST, distributed=False).fit(X)
+    np.testing.assert_array_equal(auto.transform(X), alone.transform(X))
+    with pytest.raises(ValueError, match="torchrun launch"):
+        ConvAutoencoderTransformer(**FAST, distributed=True).fit(X)
+    with pytest.raises(InvalidParameterError, match="distributed"):
+        ConvAutoencoderTransformer(**FAST, distributed="yes").fit(X)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_shards_split_every_global_batch(shuffle):
+    n, batch_size, world = 23, 10, 3  # batches of 10, 10 and 3
+    dataset = ImageBatches(torch.arange(n).reshape(n, 1, 1, 1))
+    parts = []
+    for rank in range(world):
+        batches = BatchIterator(
+            dataset, batch_size, shuffle, generator=torch.Generator().manual_seed(5)
+        )
+        parts.append(list(ShardedBatches(batches, rank, world)))
+    steps = [len(p) for p in parts]
+    assert steps == [3, 3, 3]
+    whole = BatchIterator(dataset, batch_size, shuffle, generator=torch.Generator().manual_seed(5))
+    for step, (global_x, _) in enumerate(whole):
+        shards = [p[step] for p in parts]
+        assert {s.n_global for s in shards} == {len(global_x)}
+        taken = torch.cat([s[0][: s.n_local] for s in shards]).flatten()
+        assert sorted(taken.tolist()) == sorted(global_x.flatten().tolist())
+        assert max(s.n_local for s in shards) - min(s.n_local for s in shards) <= 1
+        assert all(len(s[0]) == max(s.n_local, 1) for s in shards)
+
+
+class RecordThreads(Callback):
+    def on_epoch_begin(self, net, **kwargs):
+        net.history.record("torch_threads", torch.get_num_threads())
+
+
+@pytest.fixture
+def hard_timeout():
+    """Fail a test that starts a cluster after a few minutes instead of blocking the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"gave up after {CLUSTER_TIMEOUT_S} s: a Dask cluster test hung")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(CLUSTER_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return X[:300], y[:300]
+
+
+def _pipeline():
+    return make_pipeline(
+        ConvAutoencoderTransformer(**{**FAST, "max_epochs": 1}, latent_dim=8),
+        LogisticRegression(max_iter=200),
+    )
+
+
+def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout):
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    from joblib import parallel_config
+
+    X, y = small_digits
+    grid = {"convautoencodertransformer__latent_dim": [4, 8]}
+    serial = GridSearchCV(_pipeline(), grid, cv=2).fit(X, y)
+    with (
+        # The README's one-GPU-per-worker recipe, on CPU workers: each worker holds one
+        # "GPU" resource and every fit asks for one.
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        parallel_config(backend="dask", resources={"GPU": 1}),
+    ):
+        spread = GridSearchCV(_pipeline(), grid, cv=2, n_jobs=-1).fit(X, y)
+        ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
+        on_worker = client.submit(ae.fit, X).result()
+        # Inference on the cluster: the estimator travels once, with the graph.
+        n_out = len(on_worker.get_feature_names_out())
+        blocks = da.from_array(X, chunks=(100, X.shape[1]))
+        codes = blocks.map_blocks(
+            on_worker.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
+        ).compute()
+    for key in ("mean_test_score", "split0_test_score", "split1_test_score", "rank_test_score"):
+        np.testing.assert_array_equal(spread.cv_results_[key], serial.cv_results_[key], key)
+    # Worker processes run one task per thread: torch takes one thread per fit.
+    assert on_worker.net_.history[0, "torch_threads"] == 1
+    np.testing.assert_allclose(codes, on_worker.transform(X), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits, hard_timeout):
+    distributed = pytest.importorskip("distributed")
+    X, _ = small_digits
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    before = torch.get_num_threads()
+    ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        fitted = client.submit(ae.fit, X).result()
+    assert fitted.net_.history[0, "torch_threads"] == min(before, max(1, cores // 2))
+    assert torch.get_num_threads() == before
+    local = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()]).fit(X)
+    assert local.net_.history[0, "torch_threads"] == before

@@ -1,0 +1,102 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc_per_node=2``.
+
+Every process fits the same models and writes what it ended with to
+``<out>/rank<RANK>.pkl`` for the test to compare across processes.
+"""
+
+import os
+import pickle
+import sys
+
+import torch
+from sklearn.datasets import load_digits
+from skorch.callbacks import Callback
+
+from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, save
+from skconvae._exceptions import NonFiniteLossError
+
+
+class CountSamples(Callback):
+    """What this process trained on: samples per epoch and steps."""
+
+    def initialize(self):
+        self.samples, self.steps = [], []
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.samples.append(0)
+        self.steps.append(0)
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.samples[-1] += getattr(batch, "n_local", len(batch[0]))
+            self.steps[-1] += 1
+
+
+def weights(estimator):
+    return {k: v.detach().cpu().numpy() for k, v in estimator.net_.module_.state_dict().items()}
+
+
+def main(out):
+    rank = int(os.environ["RANK"])
+    X, _ = load_digits(return_X_y=True)
+    X = X[:1001]  # 900 training samples after the split: an uneven last batch
+    result = {"rank": rank, "threads": torch.get_num_threads()}
+
+    ae = ConvAutoencoderTransformer(
+        filters=(4, 2),
+        latent_dim=4,
+        max_epochs=4,
+        batch_size=63,
+        early_stopping=True,
+        n_iter_no_change=1,
+        random_state=None,  # each process draws its own seed: fit must agree on one
+        verbose=1,
+        callbacks=[("count", CountSamples())],
+    )
+    ae.fit(X)
+    counter = dict(ae.net_.callbacks_)["count"]
+    result["transformer"] = {
+        "weights": weights(ae),
+        "history": ae.net_.history.to_list(),
+        "density_means": ae.code_density_.means_,
+        "data_max": ae.data_max_,
+        "samples": counter.samples,
+        "steps": counter.steps,
+        "parallel_left": ae.net_._parallel,
+        "transform": ae.transform(X[:5]),
+        "device": ae.device_,
+    }
+
+    images = X.reshape(-1, 8, 8)[:200]
+    regressor = ConvAutoencoderRegressor(
+        filters=(4,), max_epochs=2, batch_size=32, random_state=1
+    ).fit(images, images[:, ::-1])
+    result["regressor"] = {
+        "weights": weights(regressor),
+        "pickle": pickle.dumps(regressor),
+        "train_loss": regressor.net_.history[:, "train_loss"],
+    }
+    if rank == 0:
+        ae.set_params(callbacks=None)
+        save(ae, os.path.join(out, "transformer.safetensors"))
+
+    solo = ConvAutoencoderTransformer(filters=(4, 2), max_epochs=1, distributed=False)
+    result["solo_weights"] = weights(solo.fit(X[: 100 + 50 * rank]))
+
+    try:
+        ConvAutoencoderTransformer(scaling=None, lr=1e4, max_epochs=3, random_state=0).fit(X * 1e6)
+    except NonFiniteLossError as exc:
+        result["diverged"] = str(exc)
+
+    try:
+        ConvAutoencoderTransformer(max_epochs=1, random_state=0).fit(X[: 500 + rank])
+    except ValueError as exc:
+        result["mismatch"] = str(exc)
+
+    with open(os.path.join(out, f"rank{rank}.pkl"), "wb") as file:
+        pickle.dump(result, file)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
