@@ -196,6 +196,17 @@ class MappedPages:
             self.mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
+def is_memory_mapped(array) -> bool:
+    """Whether an ``mmap`` (of any mode) lies behind ``array`` or a view of it."""
+    seen = 0
+    while array is not None and seen < 64:
+        if isinstance(array, mmap.mmap) or isinstance(getattr(array, "_mmap", None), mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+        seen += 1
+    return False
+
+
 def _releasable_mmap(array) -> mmap.mmap | None:
     """The ``mmap`` behind an array (or a view of it) if dropping its pages is safe."""
     seen = 0

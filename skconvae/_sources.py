@@ -40,7 +40,7 @@ from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import validate_data
 
 from ._base import validate_images
-from ._data import MappedPages, _find_mmap, as_compact_tensor
+from ._data import MappedPages, as_compact_tensor, is_memory_mapped
 from ._layout import ImageLayout, check_sample_shape, flatten_samples, infer_layout
 from ._scaling import ChannelStats
 
@@ -58,7 +58,7 @@ def streams(X) -> bool:
     DataFrames, sparse matrices and lists are loaded.
     """
     if isinstance(X, np.ndarray):
-        return _find_mmap(X) is not None
+        return is_memory_mapped(X)
     if hasattr(X, "iloc") or hasattr(X, "tocsr") or hasattr(X, "to_dense"):
         return False
     if not all(hasattr(X, name) for name in ("shape", "dtype", "__getitem__")):
