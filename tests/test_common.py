@@ -49,6 +49,9 @@ class PairedImageRegressor(ConvAutoencoderRegressor):
     def fit(self, X, y=None):
         return super().fit(X, X)
 
+    def partial_fit(self, X, y=None):
+        return super().partial_fit(X, X)
+
     def score(self, X, y=None, sample_weight=None):
         return super().score(X, X, sample_weight=sample_weight)
 
