@@ -301,7 +301,8 @@ def data_parallel(net):
         # The net draws them from its own generator (skconvae._random): give this process
         # a stream of its own.
         rank = net._parallel.rank
-        net._draws = stream_generator(net.seed, f"noise/rank{rank}", torch.device(net.device))
+        seed = (net.seed + 7919 * rank) % 2**31
+        net._draws = stream_generator(seed, "noise", torch.device(net.device))
     try:
         yield
     finally:

@@ -1,6 +1,6 @@
 """Safe persistence: a fitted estimator as one safetensors file, loaded without pickle.
 
-File format, version 1 (``FORMAT_VERSION``): one `safetensors
+File format, version 2 (``FORMAT_VERSION``): one `safetensors
 <https://huggingface.co/docs/safetensors>`_ file holding
 
 - the network weights as tensors named ``"<attribute>.<state_dict key>"``
@@ -66,7 +66,7 @@ from ._noise import NOISE_KINDS
 from ._utils import resolve_device
 
 FORMAT = "skconvae-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _DOCUMENT_KEY = "skconvae"
 _DIGEST_KEY = "skconvae.sha256"
@@ -133,6 +133,8 @@ FITTED_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "scale_": ("count", True),
         "target_min_": ("array", True),
         "target_max_": ("array", True),
+        "input_min_": ("array", True),
+        "input_max_": ("array", True),
         "device_": ("str", True),
         "n_features_in_": ("count", True),
         "feature_names_in_": ("strings", False),
@@ -352,6 +354,14 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> BaseEstimator
             f"{path} was written in format version {document['format_version']} (by skconvae "
             f"{document.get('skconvae_version')}); this skconvae reads format version "
             f"{FORMAT_VERSION} and older. Upgrade skconvae to load it."
+        )
+    if document["format_version"] < FORMAT_VERSION:
+        # Version 1 was only ever written by development versions, before the "auto"
+        # network and partial_fit added fitted attributes; there is no reader for it.
+        raise ModelFileError(
+            f"{path} was written in format version {document['format_version']} by a "
+            f"development version of skconvae ({document.get('skconvae_version')}), whose "
+            f"models this version cannot rebuild. Fit the model again and save it."
         )
     if digest != _digest(text, tensors):
         raise ModelFileError(

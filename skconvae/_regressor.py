@@ -126,8 +126,15 @@ class ConvAutoencoderRegressor(
         ``(channels, height, width)`` of inputs and targets.
     scale_ : int
         Upscaling factor from inputs to targets.
+    input_min_, input_max_ : ndarray of shape (channels,)
+        Per-channel range of the inputs that scaling maps from (the training
+        inputs' extremes, or the rule of the first ``partial_fit`` call).
+    target_min_, target_max_ : ndarray of shape (target channels,)
+        The same for the targets; predictions are clipped to it.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Number of features per sample seen during ``fit``.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Column names of a DataFrame passed to ``fit``.
 
     Examples
     --------
@@ -316,7 +323,7 @@ class ConvAutoencoderRegressor(
         inputs, targets, _ = self._training_pairs(X, y, fitted=True)
         if self.scaling is not None:
             for what, data, (low, high) in (
-                ("This chunk's X", inputs, self._input_range),
+                ("This chunk's X", inputs, (self.input_min_, self.input_max_)),
                 ("This chunk's y", targets, (self.target_min_, self.target_max_)),
             ):
                 if warn_out_of_range(what, low, high, data.stats, _RANGE_FIX):
@@ -382,7 +389,7 @@ class ConvAutoencoderRegressor(
         self.scale_ = scale
         if not continuing:
             self.target_min_, self.target_max_ = y_min, y_max
-            self._input_range = (x_min, x_max)
+            self.input_min_, self.input_max_ = x_min, x_max
         self.device_ = device
 
     @accepts_dask

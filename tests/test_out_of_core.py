@@ -200,7 +200,7 @@ def test_partial_fit_failure_in_training_restores_weights(digits):
     with pytest.raises(NonFiniteLossError):
         model.partial_fit(X[300:] * 1e30)
     assert _same_weights(weights, _weights(model))
-    assert len(model.net_.history) == n_epochs and model.net_.lr == DENSE.get("lr", 1e-3)
+    assert len(model.net_.history) == n_epochs and model.net_.lr == DENSE.get("lr", ConvAutoencoderTransformer().lr)
 
 
 def test_partial_fit_passes_approach_fit(mnist):
@@ -225,7 +225,7 @@ def test_regressor_partial_fit(digits):
     for start in range(0, 1797, 600):
         model.partial_fit(noisy[start : start + 600], clean[start : start + 600])
     assert len(model.net_.history) == 3
-    assert model.target_max_[0] == 255 and model._input_range[1][0] == 255
+    assert model.target_max_[0] == 255 and model.input_max_[0] == 255
     assert model.score(noisy, clean) > 0.3
     with pytest.raises(ValueError, match="y has 16 features per sample"):
         model.partial_fit(noisy[:10], clean[:10, :4, :4].reshape(10, -1))

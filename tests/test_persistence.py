@@ -157,7 +157,7 @@ def test_file_is_plain_safetensors_with_a_versioned_json_document(fitted, model_
     assert set(metadata) == {"skconvae", "skconvae.sha256"}
     document = json.loads(metadata["skconvae"])
     assert document["format"] == "skconvae-model"
-    assert document["format_version"] == _persistence.FORMAT_VERSION == 1
+    assert document["format_version"] == _persistence.FORMAT_VERSION == 2
     assert document["estimator"] == "ConvAutoencoderTransformer"
     assert document["skconvae_version"] == skconvae.__version__
     assert document["params"]["latent_dim"] == 8
@@ -320,8 +320,10 @@ TAMPERED = [
     ("weight shape", None, _swap_weight, r"float32 of shape \(7,\), but .* shape \(4,\)"),
     ("extra tensor", None, lambda t: t.update(extra=np.zeros(2)), "nothing refers to: \\['extra'"),
     ("missing tensor", None, lambda t: t.pop("data_min_"), "missing tensor 'data_min_'"),
-    ("newer version", _set(("format_version",), 2), None,
-     "format version 2 .* reads format version 1 and older. Upgrade skconvae"),
+    ("newer version", _set(("format_version",), 3), None,
+     "format version 3 .* reads format version 2 and older. Upgrade skconvae"),
+    ("development version", _set(("format_version",), 1), None,
+     "format version 1 by a development version .* Fit the model again"),
     ("format", _set(("format",), "other"), None, "not a skconvae model file"),
 ]  # fmt: skip
 
@@ -541,7 +543,19 @@ FROZEN_SCHEMAS = {
             "target_min_", "target_max_", "device_", "n_features_in_", "feature_names_in_",
             "_sklearn_output_config",
         },
-    }
+    },
+    2: {
+        "ConvAutoencoderTransformer": {
+            "net_", "code_density_", "_layout", "image_shape_", "code_shape_", "filters_",
+            "latent_dim_", "loss_", "max_epochs_", "data_min_", "data_max_", "device_",
+            "n_features_in_", "feature_names_in_", "_sklearn_output_config",
+        },
+        "ConvAutoencoderRegressor": {
+            "net_", "_layout", "_target_layout", "image_shape_", "target_shape_", "scale_",
+            "target_min_", "target_max_", "input_min_", "input_max_", "device_",
+            "n_features_in_", "feature_names_in_", "_sklearn_output_config",
+        },
+    },
 }  # fmt: skip
 
 
