@@ -305,6 +305,11 @@ def data_parallel(net):
         net._draws = stream_generator(seed, "noise", torch.device(net.device))
     try:
         yield
+        # Batch norm's running statistics are updated by each process on its own part
+        # of the batches: end with the first process's, so every process holds the
+        # same model.
+        for buffer in net.module_.buffers():
+            dist.broadcast(buffer.data, src=0)
     finally:
         net._parallel = None
 

@@ -200,7 +200,8 @@ def test_partial_fit_failure_in_training_restores_weights(digits):
     with pytest.raises(NonFiniteLossError):
         model.partial_fit(X[300:] * 1e30)
     assert _same_weights(weights, _weights(model))
-    assert len(model.net_.history) == n_epochs and model.net_.lr == DENSE.get("lr", ConvAutoencoderTransformer().lr)
+    default_lr = ConvAutoencoderTransformer().lr
+    assert len(model.net_.history) == n_epochs and model.net_.lr == DENSE.get("lr", default_lr)
 
 
 def test_partial_fit_passes_approach_fit(mnist):

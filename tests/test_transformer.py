@@ -358,8 +358,12 @@ def test_early_stopping_holds_out_and_keeps_best(digits):
     """
     X, _ = digits
     ae = ConvAutoencoderTransformer(
-        **{**FAST, "max_epochs": 30}, early_stopping=True, n_iter_no_change=2, lr=0.05,
-        lr_schedule="constant", loss="mse",
+        **{**FAST, "max_epochs": 30},
+        early_stopping=True,
+        n_iter_no_change=2,
+        lr=0.05,
+        lr_schedule="constant",
+        loss="mse",
     ).fit(X)
     history = ae.net_.history
     valid = np.array(history[:, "valid_loss"])

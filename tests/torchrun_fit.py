@@ -85,7 +85,9 @@ def main(out):
     result["solo_weights"] = weights(solo.fit(X[: 100 + 50 * rank]))
 
     try:
-        ConvAutoencoderTransformer(scaling=None, lr=1e4, max_epochs=3, random_state=0).fit(X * 1e6)
+        ConvAutoencoderTransformer(
+            architecture="classic", scaling=None, lr=1e4, max_epochs=3, random_state=0
+        ).fit(X * 1e6)
     except NonFiniteLossError as exc:
         result["diverged"] = str(exc)
 
