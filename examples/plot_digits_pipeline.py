@@ -1,4 +1,6 @@
-"""Conv-autoencoder features for a classifier, beside raw pixels and PCA.
+"""
+Conv-autoencoder features for a classifier, beside raw pixels and PCA.
+======================================================================
 
 Fits ``Pipeline([("ae", ConvAutoencoderTransformer(...)), ("clf", SVC())])`` on
 scikit-learn's bundled 8x8 digits, prints its held-out accuracy beside an SVC on
@@ -86,6 +88,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="digits_reconstructions.png")
     main(parser.parse_args().out)

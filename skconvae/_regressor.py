@@ -96,7 +96,7 @@ class ConvAutoencoderRegressor(PersistenceMixin, RegressorMixin, BaseEstimator):
     scale_ : int
         Upscaling factor from inputs to targets.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
 
     Examples
     --------
