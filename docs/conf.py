@@ -18,7 +18,7 @@ import skconvae  # noqa: E402
 
 project = "skconvae"
 author = "the skconvae developers"
-copyright = "2026, the skconvae developers"  # noqa: A001
+copyright = "2026, the skconvae developers"
 release = skconvae.__version__
 version = release
 
@@ -81,13 +81,11 @@ def _reachable(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "objects.inv", timeout=3):
             return True
-    except Exception:  # noqa: BLE001 - any failure means: build without this link target
+    except Exception:  # any failure: build without this link target
         return False
 
 
-intersphinx_mapping = {
-    name: (url, None) for name, url in _INVENTORIES.items() if _reachable(url)
-}
+intersphinx_mapping = {name: (url, None) for name, url in _INVENTORIES.items() if _reachable(url)}
 intersphinx_timeout = 5
 
 # -- Example gallery -----------------------------------------------------------------
@@ -119,9 +117,18 @@ html_show_sourcelink = False
 
 # scikit-learn's metadata-routing helpers (set_fit_request, ...) are generated methods whose
 # docs live in scikit-learn's; skorch's training hooks are documented by skorch.
-_SKIPPED = {"get_metadata_routing", "fit_loop", "get_dataset", "get_iterator",
-            "initialize_module", "torch_compile", "train_step_single", "validation_step",
-            "on_batch_end", "on_train_end"}
+_SKIPPED = {
+    "get_metadata_routing",
+    "fit_loop",
+    "get_dataset",
+    "get_iterator",
+    "initialize_module",
+    "torch_compile",
+    "train_step_single",
+    "validation_step",
+    "on_batch_end",
+    "on_train_end",
+}
 
 
 def _skip_member(app, what, name, obj, skip, options):
