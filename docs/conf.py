@@ -106,6 +106,7 @@ os.environ.setdefault("SKCONVAE_QUICK", "1")
 html_theme = "pydata_sphinx_theme"
 html_title = f"skconvae {release}"
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_theme_options = {
     "github_url": "https://github.com/skconvae/skconvae",
     "navbar_end": ["navbar-icon-links"],
