@@ -1,4 +1,6 @@
-"""Anomaly scores from reconstruction error: the most and least typical MNIST digits.
+"""
+Anomaly scores from reconstruction error: the most and least typical MNIST digits.
+==================================================================================
 
 ``ConvAutoencoderTransformer.score_samples`` is the negative per-image reconstruction
 MSE: higher is more normal, as for scikit-learn's outlier detectors. The script
@@ -142,7 +144,7 @@ def main(out: str, data: str | None, digit: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="anomalies.png")
     parser.add_argument(
         "--data",

@@ -1,4 +1,6 @@
-"""Denoising MNIST digits: a conv regressor and a denoising autoencoder beside Gaussian blur.
+"""
+Denoising MNIST digits: a conv regressor and a denoising autoencoder beside Gaussian blur.
+==========================================================================================
 
 The first 8000 digits of the MNIST test set train, the last 2000 are held out. Each
 digit (on the [0, 1] scale) gets Gaussian noise of standard deviation 0.5, clipped
@@ -136,7 +138,7 @@ def main(out: str, data: str | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="denoising_mnist.png")
     parser.add_argument(
         "--data",

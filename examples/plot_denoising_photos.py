@@ -1,4 +1,6 @@
-"""Denoising colour photo patches: a conv regressor beside Gaussian blur.
+"""
+Denoising colour photo patches: a conv regressor beside Gaussian blur.
+======================================================================
 
 ``ConvAutoencoderRegressor`` learns to map noisy 16x16 RGB patches to clean ones.
 It trains on 8000 random patches of ``china.jpg``, each randomly flipped,
@@ -146,7 +148,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="denoising_photos.png")
     parser.add_argument(
         "--threads",

@@ -1,4 +1,6 @@
-"""Conv-autoencoder features for a classifier, every parameter at its default.
+"""
+Conv-autoencoder features for a classifier, every parameter at its default.
+===========================================================================
 
 Cross-validates ``Pipeline([("ae", ConvAutoencoderTransformer()), ("clf", SVC())])``
 on scikit-learn's bundled 8x8 digits beside an SVC on raw pixels and on PCA(32)
@@ -76,6 +78,6 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="digits_reconstructions.png")
     main(parser.parse_args().out)

@@ -1,4 +1,6 @@
-"""Generating MNIST digits: a Gaussian mixture over autoencoder codes, and a VAE.
+"""
+Generating MNIST digits: a Gaussian mixture over autoencoder codes, and a VAE.
+==============================================================================
 
 Two ``ConvAutoencoderTransformer`` models with a 16-feature dense bottleneck are fit
 on the first 8000 digits of the MNIST test set:
@@ -113,7 +115,7 @@ def main(out: str, data: str | None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="generated_digits.png")
     parser.add_argument(
         "--data",

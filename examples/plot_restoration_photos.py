@@ -1,4 +1,6 @@
-"""Denoising whole photos: a regressor trained on other photos beside scikit-image.
+"""
+Denoising whole photos: a regressor trained on other photos beside scikit-image.
+================================================================================
 
 ``ConvAutoencoderRegressor`` learns to remove Gaussian noise (sigma 0.1 on the
 [0, 1] scale, about 25 grey levels) from random 40x40 patches of eight grey photos
@@ -111,7 +113,7 @@ def main(out: str, n_patches: int, epochs: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="restoration_photos.png")
     parser.add_argument("--patches", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=4)

@@ -1,4 +1,6 @@
-"""2x super-resolution of a photo: a conv regressor beside bicubic interpolation.
+"""
+2x super-resolution of a photo: a conv regressor beside bicubic interpolation.
+==============================================================================
 
 ``ConvAutoencoderRegressor`` learns to map low-resolution patches to the original
 patches: 2000 random 48x48 patches of ``china.jpg`` (from
@@ -188,7 +190,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="super_resolution.png")
     parser.add_argument(
         "--threads",

@@ -239,7 +239,7 @@ class ConvAutoencoderTransformer(
         The device the network was trained on.
     n_features_in_ : int
         Number of features per sample seen during ``fit`` (pixels x channels).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names of a DataFrame passed to ``fit``.
 
     See Also
