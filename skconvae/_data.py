@@ -196,29 +196,32 @@ class MappedPages:
             self.mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
 
+def _base_chain(array):
+    """``array``, then the objects its memory comes from (``.base``), 64 at most."""
+    for _ in range(64):
+        if array is None:
+            return
+        yield array
+        array = getattr(array, "base", None)
+
+
 def is_memory_mapped(array) -> bool:
     """Whether an ``mmap`` (of any mode) lies behind ``array`` or a view of it."""
-    seen = 0
-    while array is not None and seen < 64:
-        if isinstance(array, mmap.mmap) or isinstance(getattr(array, "_mmap", None), mmap.mmap):
-            return True
-        array = getattr(array, "base", None)
-        seen += 1
-    return False
+    return any(
+        isinstance(obj, mmap.mmap) or isinstance(getattr(obj, "_mmap", None), mmap.mmap)
+        for obj in _base_chain(array)
+    )
 
 
 def _releasable_mmap(array) -> mmap.mmap | None:
     """The ``mmap`` behind an array (or a view of it) if dropping its pages is safe."""
-    seen = 0
-    while array is not None and seen < 64:
-        mapping = getattr(array, "_mmap", None)
-        if isinstance(array, np.memmap) and isinstance(mapping, mmap.mmap):
-            if array.base is mapping:  # the memmap that owns the mapping knows its mode
-                return mapping if array.mode in _RELEASABLE_MODES else None
-        if isinstance(array, mmap.mmap):
+    for obj in _base_chain(array):
+        mapping = getattr(obj, "_mmap", None)
+        if isinstance(obj, np.memmap) and isinstance(mapping, mmap.mmap):
+            if obj.base is mapping:  # the memmap that owns the mapping knows its mode
+                return mapping if obj.mode in _RELEASABLE_MODES else None
+        if isinstance(obj, mmap.mmap):
             return None  # a bare mmap, of unknown (possibly private) mapping
-        array = getattr(array, "base", None)
-        seen += 1
     return None
 
 
