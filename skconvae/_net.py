@@ -77,6 +77,11 @@ class AutoencoderNet(NeuralNet):
     # The other processes of a torchrun launch, lent while training (see data_parallel).
     _parallel = None
 
+    # skorch pickles these apart and maps their tensors to the CPU when a model trained
+    # on a GPU is unpickled where there is none. The callbacks hold such tensors too: the
+    # LR scheduler holds the optimizer, early stopping the best epoch's weights.
+    cuda_dependent_attributes_ = [*NeuralNet.cuda_dependent_attributes_, "callbacks"]
+
     def __init__(
         self,
         *args,

@@ -389,6 +389,43 @@ def test_load_on_a_chosen_device(model_file, X, fitted):
             skconvae.load(model_file, device="cuda")
 
 
+class _TensorSpy(pickle.Pickler):
+    """Pickles to nowhere and records every tensor it meets."""
+
+    def __init__(self):
+        super().__init__(io.BytesIO())
+        self.tensors = []
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Tensor):
+            self.tensors.append(tuple(obj.shape))
+        return NotImplemented
+
+
+@pytest.mark.parametrize("kind", ["transformer", "regressor"])
+def test_pickle_routes_every_tensor_through_the_device_mapping(kind, X):
+    """A tensor pickled outside skorch's CUDA-dependent attributes is unpickled on the
+    device it was saved from: a model fitted on a GPU then fails to unpickle on a CPU-only
+    machine ("Attempting to deserialize object on a CUDA device"). The LR scheduler in the
+    callbacks held the optimizer's tensors that way until ``callbacks`` joined
+    ``cuda_dependent_attributes_`` (remove it there and this test fails)."""
+    params = dict(FAST, max_epochs=3, early_stopping=True, validation_fraction=0.2)
+    if kind == "transformer":
+        model = ConvAutoencoderTransformer(**params, lr_schedule="cosine").fit(X)
+    else:
+        images = X.reshape(-1, 8, 8)
+        model = ConvAutoencoderRegressor(**params).fit(images, images)
+    state = model.net_.__getstate__()
+    outside = {key: value for key, value in state.items() if key != "__cuda_dependent_attributes__"}
+    spy = _TensorSpy()
+    spy.dump(outside)
+    assert spy.tensors == []
+    mapped = _TensorSpy()
+    mapped.dump(pickle.loads(state["__cuda_dependent_attributes__"]))
+    assert len(mapped.tensors) > 0
+    assert pickle.loads(pickle.dumps(model)).net_.callbacks_ is not None
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_cuda_model_loads_in_a_process_without_cuda(X, tmp_path):
