@@ -713,25 +713,23 @@ def gpu_section(args) -> list[dict]:
     rows = []
     for precision in ["float32", "bfloat16"]:
         for batch in [128, 1024]:
-            for entry in ["hand_channels_last", "skconvae"]:
-                runs = []
-                for _ in range(args.rounds):
-                    child = argparse.Namespace(**vars(args))
-                    child.device, child.precision, child.batch_size = "cuda", precision, batch
-                    res = subprocess_entry(child, entry)
-                    if res:
-                        runs.append(res)
-                if not runs:
+            child = argparse.Namespace(**vars(args))
+            child.device, child.precision, child.batch_size = "cuda", precision, batch
+            entries = ["hand_channels_last", "skconvae"]
+            runs = interleaved(child, entries, args.rounds)
+            for entry in entries:
+                if not runs[entry]:
                     continue
-                n = runs[0]["n_images"]
-                row = {
-                    "entry": entry,
-                    "precision": precision,
-                    "batch_size": batch,
-                    "train_img_s": n / statistics.median(r["s_per_epoch"] for r in runs),
-                    "encode_img_s": n / statistics.median(r["encode_s"] for r in runs),
-                }
-                rows.append(row)
+                n = runs[entry][0]["n_images"]
+                rows.append(
+                    {
+                        "entry": entry,
+                        "precision": precision,
+                        "batch_size": batch,
+                        "train_img_s": n / statistics.median(r["s_per_epoch"] for r in runs[entry]),
+                        "encode_img_s": n / statistics.median(r["encode_s"] for r in runs[entry]),
+                    }
+                )
     print("\n### GPU\n")
     print("| implementation | precision | batch | train img/s | encode img/s |")
     print("|---|---|---|---|---|")
