@@ -19,6 +19,7 @@ import math
 import threading
 import time
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -80,7 +81,10 @@ class AutoencoderNet(NeuralNet):
     # skorch pickles these apart and maps their tensors to the CPU when a model trained
     # on a GPU is unpickled where there is none. The callbacks hold such tensors too: the
     # LR scheduler holds the optimizer, early stopping the best epoch's weights.
-    cuda_dependent_attributes_ = [*NeuralNet.cuda_dependent_attributes_, "callbacks"]
+    cuda_dependent_attributes_: ClassVar[list[str]] = [
+        *NeuralNet.cuda_dependent_attributes_,
+        "callbacks",
+    ]
 
     def __init__(
         self,
