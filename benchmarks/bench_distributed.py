@@ -81,7 +81,8 @@ def train(config: dict, out: str) -> None:
 
 def run(command: list[str], threads: int) -> tuple[float, float]:
     """Run a command in a fresh process tree; its wall and CPU seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True, capture_output=True)

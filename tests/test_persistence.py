@@ -170,7 +170,7 @@ def test_file_is_plain_safetensors_with_a_versioned_json_document(fitted, model_
         for k in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
     }
     for key, value in weights.items():
-        np.testing.assert_array_equal(tensors[f"net_.{key}"], value.numpy())
+        np.testing.assert_array_equal(tensors[f"net_.{key}"], value.cpu().numpy())
 
 
 def test_saving_is_deterministic_and_the_method_matches_the_function(fitted, tmp_path):

@@ -810,7 +810,7 @@ THREADED_FIT = {
 
 def _threaded_fit_outputs(X, seed):
     ae = ConvAutoencoderTransformer(**THREADED_FIT, random_state=seed).fit(X)
-    state = [t.numpy().copy() for t in ae.net_.module_.state_dict().values()]
+    state = [t.cpu().numpy().copy() for t in ae.net_.module_.state_dict().values()]
     return [ae.transform(X), *state, np.array(ae.net_.history[:, "train_loss"])]
 
 
