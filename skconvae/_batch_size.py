@@ -10,7 +10,11 @@ the batch size alone, and the best size moved with the allocator's history. So t
 first inference passes on the CPU run their real batches through a short schedule
 of candidate sizes, time them, and keep the fastest for later batches: nothing is
 computed twice, and the choice is remembered per method, input shape and thread
-count. On CUDA a large fixed batch is used (halved on out-of-memory).
+count. Each candidate's first batch pays one-time setup for a new shape and is not
+counted; then at least 1,024 samples (and two batches) are timed per candidate, so
+that a small size is judged on as many samples as a large one, and the total time
+over them, allocator stalls included, decides. On CUDA a large fixed batch is used
+(halved on out-of-memory).
 
 Results do not depend on the choice: the candidates start at 32 samples, above the
 sizes where CPU kernels switch to other code paths.
@@ -18,13 +22,20 @@ sizes where CPU kernels switch to other code paths.
 
 from __future__ import annotations
 
+import math
 import threading
 
-# Candidate batch sizes on the CPU, each timed on two real batches (the first pays
-# for the kernels' one-time setup for a new shape).
+# Candidate batch sizes on the CPU; each is timed over at least MEASURED_SAMPLES
+# samples in at least MIN_MEASURED_BATCHES full batches, after one uncounted batch.
 CPU_CANDIDATES = (32, 64, 128, 256, 512, 1024)
-RUNS_PER_CANDIDATE = 2
+MEASURED_SAMPLES = 1024
+MIN_MEASURED_BATCHES = 2
 CUDA_BATCH_SIZE = 1024
+
+
+def batches_per_candidate(size: int, measured_samples: int = MEASURED_SAMPLES) -> int:
+    """Batches of ``size`` in the schedule: one uncounted, then the timed ones."""
+    return 1 + max(MIN_MEASURED_BATCHES, math.ceil(measured_samples / size))
 
 
 class BatchSizeChooser:
@@ -37,18 +48,29 @@ class BatchSizeChooser:
     Parameters
     ----------
     candidates : sequence of int
-        Batch sizes to try, each ``runs`` times, in this order. A single candidate
-        means "use this size", with nothing to measure.
-    runs : int, default=2
-        Full batches timed per candidate; the fastest run counts.
+        Batch sizes to try, in this order. A single candidate means "use this
+        size", with nothing to measure.
+    measured_samples : int, default=1024
+        Samples timed per candidate, after its first (uncounted) batch.
     """
 
-    def __init__(self, candidates, runs: int = RUNS_PER_CANDIDATE):
-        self.schedule = [int(size) for size in candidates for _ in range(runs)]
-        self.best_seconds_per_sample: dict[int, float] = {}
+    def __init__(self, candidates, measured_samples: int = MEASURED_SAMPLES):
+        self.schedule = [
+            int(size)
+            for size in candidates
+            for _ in range(batches_per_candidate(int(size), measured_samples))
+        ]
+        self.seconds: dict[int, float] = {}
+        self.samples: dict[int, int] = {}
+        self._warmed: set[int] = set()
         self.chosen: int | None = int(candidates[0]) if len(candidates) == 1 else None
         # Threads may run inference on one net at once.
         self._lock = threading.Lock()
+
+    @property
+    def seconds_per_sample(self) -> dict[int, float]:
+        """Timed seconds per sample of every candidate measured so far."""
+        return {size: self.seconds[size] / self.samples[size] for size in self.samples}
 
     def next_size(self) -> int:
         """Size of the next batch to run."""
@@ -64,13 +86,15 @@ class BatchSizeChooser:
         with self._lock:
             if self.chosen is not None or n_samples != size or size != self.schedule[0]:
                 return
-            per_sample = seconds / n_samples
-            best = self.best_seconds_per_sample.get(size, float("inf"))
-            self.best_seconds_per_sample[size] = min(best, per_sample)
             self.schedule.pop(0)
+            if size not in self._warmed:  # the first batch of a new shape pays setup
+                self._warmed.add(size)
+            else:
+                self.seconds[size] = self.seconds.get(size, 0.0) + seconds
+                self.samples[size] = self.samples.get(size, 0) + n_samples
             if not self.schedule:
-                times = self.best_seconds_per_sample
-                self.chosen = min(times, key=lambda s: (times[s], s))
+                per_sample = self.seconds_per_sample
+                self.chosen = min(per_sample, key=lambda s: (per_sample[s], s))
 
 
 def batch_size_candidates(on_cuda: bool, forced: int | None) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from skconvae._batch_size import (
     CUDA_BATCH_SIZE,
     BatchSizeChooser,
     batch_size_candidates,
+    batches_per_candidate,
 )
 
 from .conftest import FAST
@@ -28,35 +29,39 @@ def _run_schedule(chooser, seconds_per_sample):
     return sizes
 
 
-def test_chooser_times_every_candidate_twice_and_keeps_the_fastest():
-    chooser = BatchSizeChooser((32, 64, 128))
+def test_chooser_times_every_candidate_on_as_many_samples_and_keeps_the_fastest():
+    chooser = BatchSizeChooser((32, 64, 128), measured_samples=128)
     sizes = _run_schedule(chooser, {32: 3e-5, 64: 1e-5, 128: 2e-5})
-    assert sizes == [32, 32, 64, 64, 128, 128]
+    # One uncounted batch, then >= 128 samples in >= 2 batches per candidate.
+    assert sizes == [32] * 5 + [64] * 3 + [128] * 3
+    assert [batches_per_candidate(s, 128) for s in (32, 64, 128)] == [5, 3, 3]
+    assert chooser.samples == {32: 128, 64: 128, 128: 256}
     assert chooser.chosen == 64 and chooser.next_size() == 64
 
 
-def test_chooser_counts_the_faster_run_of_a_candidate():
-    # The first run of a new size pays one-time setup: only the faster run counts.
-    chooser = BatchSizeChooser((32, 64))
-    chooser.record(32, 32, 32 * 9e-5)
-    chooser.record(32, 32, 32 * 1e-5)
-    chooser.record(64, 64, 64 * 2e-5)
-    chooser.record(64, 64, 64 * 3e-5)
-    assert chooser.best_seconds_per_sample == pytest.approx({32: 1e-5, 64: 2e-5})
-    assert chooser.chosen == 32
+def test_chooser_skips_the_first_batch_and_totals_the_rest():
+    # The first batch of a new size pays one-time setup and is not counted; the
+    # timed batches count in total, so an allocator stall in one of them counts too.
+    chooser = BatchSizeChooser((32, 64), measured_samples=64)
+    for seconds in (1.0, 32 * 1e-5, 32 * 5e-5):
+        chooser.record(32, 32, seconds)
+    for seconds in (1.0, 64 * 2e-5, 64 * 2e-5):
+        chooser.record(64, 64, seconds)
+    assert chooser.seconds_per_sample == pytest.approx({32: 3e-5, 64: 2e-5})
+    assert chooser.chosen == 64
 
 
 def test_chooser_ignores_cut_short_batches():
     chooser = BatchSizeChooser((32, 64))
     chooser.record(32, 10, 1.0)  # the end of the data
     chooser.record(16, 16, 1.0)  # capped after running out of memory
-    assert chooser.next_size() == 32 and chooser.best_seconds_per_sample == {}
+    assert chooser.next_size() == 32 and chooser.samples == {} and chooser._warmed == set()
 
 
 def test_a_single_candidate_is_used_without_measuring():
     chooser = BatchSizeChooser((96,))
     chooser.record(96, 96, 5.0)
-    assert chooser.chosen == 96 and chooser.best_seconds_per_sample == {}
+    assert chooser.chosen == 96 and chooser.seconds_per_sample == {}
 
 
 def test_candidates_per_device():
@@ -87,11 +92,11 @@ def _spy_batches(monkeypatch):
 
 def test_transform_measures_once_then_uses_the_fastest_size(fitted, mnist, monkeypatch):
     images, _ = mnist
-    X = images[:5000]
+    X = images[:10000]
     ae = pickle.loads(pickle.dumps(fitted))
     seen = _spy_batches(monkeypatch)
     codes = ae.transform(X)
-    schedule = [size for size in CPU_CANDIDATES for _ in range(2)]
+    schedule = [size for size in CPU_CANDIDATES for _ in range(batches_per_candidate(size))]
     assert seen[: len(schedule)] == schedule
     (chooser,) = [c for key, c in ae.net_._batch_sizes.items() if key[0] == ("encode", False)]
     assert chooser.chosen in CPU_CANDIDATES
@@ -102,7 +107,7 @@ def test_transform_measures_once_then_uses_the_fastest_size(fitted, mnist, monke
     assert seen[0] == min(chooser.chosen, 1000)
     seen.clear()
     ae.score_samples(X[:100])
-    assert seen == [32, 32, 36]  # the schedule goes on where the data ends
+    assert seen == [32, 32, 32, 4]  # the schedule goes on where the data ends
     # The measurement belongs to the machine: a pickled model measures afresh.
     assert pickle.loads(pickle.dumps(ae)).net_._batch_sizes == {}
     # Batch sizes from 32 on give bit-identical results.
