@@ -259,6 +259,15 @@ class DataParallel:
         (loss * (part.n_local * self.world_size / part.n_global)).backward()
         return self.batch_mean(loss, part)
 
+    def share_buffers(self, module: torch.nn.Module) -> None:
+        """Give every process the first process's buffers.
+
+        Batch norm's running statistics are updated by each process on its own part
+        of the batches, so they drift apart between DDP's broadcasts.
+        """
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
     def batch_mean(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
         """The mean loss over the global batch, from each process's part mean."""
         total = (loss.detach().float() * part.n_local).reshape(1)
@@ -305,11 +314,9 @@ def data_parallel(net):
         net._draws = stream_generator(seed, "noise", torch.device(net.device))
     try:
         yield
-        # Batch norm's running statistics are updated by each process on its own part
-        # of the batches: end with the first process's, so every process holds the
-        # same model.
-        for buffer in net.module_.buffers():
-            dist.broadcast(buffer.data, src=0)
+        # End with the first process's batch norm statistics, so that every process
+        # holds the same model (the net also shares them after every epoch).
+        net._parallel.share_buffers(net.module_)
     finally:
         net._parallel = None
 

@@ -124,6 +124,12 @@ class AutoencoderNet(NeuralNet):
         # Methods are compiled lazily in _run instead of wrapping the module.
         return module
 
+    def on_epoch_end(self, net, **kwargs):
+        # Early stopping keeps the best epoch's weights, taken after this hook: under
+        # a launch they must be the same on every process, batch norm's statistics too.
+        if self._parallel is not None:
+            self._parallel.share_buffers(self.module_)
+
     def on_train_end(self, net, X=None, y=None, **kwargs):
         # Leave the module in eval mode: inference must not change the fitted state.
         self._set_training(False)

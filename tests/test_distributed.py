@@ -67,6 +67,10 @@ def test_torchrun_processes_end_with_the_same_model(two_processes):
     np.testing.assert_array_equal(a["density_means"], b["density_means"])
     np.testing.assert_array_equal(a["transform"], b["transform"])
     assert a["parallel_left"] is None and b["parallel_left"] is None
+    # Early stopping loaded an earlier epoch's weights: batch norm's statistics of
+    # that epoch were shared before they were kept (without it, they differ).
+    assert first["stopped"]["epochs"] == second["stopped"]["epochs"] == 3
+    assert_same_weights(first["stopped"]["weights"], second["stopped"]["weights"])
     # distributed=False: each process trained alone, on its own data.
     with pytest.raises(AssertionError):
         assert_same_weights(first["solo_weights"], second["solo_weights"])

@@ -33,6 +33,17 @@ class CountSamples(Callback):
             self.steps[-1] += 1
 
 
+class SpoilThirdEpoch(Callback):
+    """Zero the weights as epoch 3 begins: its validation loss gets worse, so early
+    stopping ends the fit and loads epoch 2's weights, batch norm's statistics included."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 3:
+            with torch.no_grad():
+                for parameter in net.module_.parameters():
+                    parameter.zero_()
+
+
 def weights(estimator):
     return {k: v.detach().cpu().numpy() for k, v in estimator.net_.module_.state_dict().items()}
 
@@ -67,6 +78,18 @@ def main(out):
         "transform": ae.transform(X[:5]),
         "device": ae.device_,
     }
+
+    stopped = ConvAutoencoderTransformer(
+        filters=(4, 2),
+        latent_dim=4,
+        max_epochs=6,
+        batch_size=63,
+        early_stopping=True,
+        n_iter_no_change=1,
+        random_state=0,
+        callbacks=[("spoil", SpoilThirdEpoch())],
+    ).fit(X)
+    result["stopped"] = {"weights": weights(stopped), "epochs": len(stopped.net_.history)}
 
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
