@@ -44,7 +44,7 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 # Every public docstring must have these sections; numpydoc turns a miss into a warning,
 # which -W makes an error.
-numpydoc_validation_checks = {"PR01", "PR02", "RT01", "GL08", "SA04"}
+numpydoc_validation_checks = {"PR01", "PR02", "RT01", "GL08", "SA04", "EX01"}
 numpydoc_validation_exclude = {
     r"\.__init__$",
     r"\.set_output$",
@@ -99,6 +99,10 @@ sphinx_gallery_conf = {
     # The examples read SKCONVAE_QUICK and train briefly, so a full build stays short.
     "matplotlib_animations": False,
     "min_reported_time": 5,
+    # "Examples using X" on each API page (the minigallery of the autosummary templates).
+    "doc_module": ("skconvae",),
+    "backreferences_dir": "generated",
+    "reference_url": {"skconvae": None},
 }
 os.environ.setdefault("SKCONVAE_QUICK", "1")
 
@@ -120,6 +124,7 @@ html_show_sourcelink = False
 # docs live in scikit-learn's; skorch's training hooks are documented by skorch.
 _SKIPPED = {
     "get_metadata_routing",
+    "set_output",
     "fit_loop",
     "get_dataset",
     "get_iterator",
