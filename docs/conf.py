@@ -11,8 +11,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(DOCS))  # _gallery.py
 
 import skconvae  # noqa: E402
 
@@ -96,7 +98,7 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,
-    # The examples read SKCONVAE_QUICK and train briefly, so a full build stays short.
+    "reset_argv": "_gallery.example_argv",
     "matplotlib_animations": False,
     "min_reported_time": 5,
     # "Examples using X" on each API page (the minigallery of the autosummary templates).
@@ -104,7 +106,15 @@ sphinx_gallery_conf = {
     "backreferences_dir": "generated",
     "reference_url": {"skconvae": None},
 }
-os.environ.setdefault("SKCONVAE_QUICK", "1")
+# The examples read SKCONVAE_EXAMPLES_QUICK and train on less for fewer epochs, so a full
+# build stays within minutes; run directly, they keep their full settings.
+os.environ.setdefault("SKCONVAE_EXAMPLES_QUICK", "1")
+# The MNIST examples read the file SKCONVAE_MNIST names before ../shared/data (relative
+# to the working directory, which the gallery sets to examples/) and OpenML: point it
+# at the project's copy beside the repository when there is one, so the build is offline.
+_MNIST = ROOT.parent / "shared" / "data" / "mnist_test10k.npz"
+if _MNIST.exists():
+    os.environ.setdefault("SKCONVAE_MNIST", str(_MNIST))
 
 # -- HTML ----------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
