@@ -128,6 +128,9 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_show_sourcelink = False
+# "On this page" lists methods as fit() rather than ConvAutoencoderTransformer.fit(),
+# which overflowed the narrow right-hand column.
+toc_object_entries_show_parents = "hide"
 
 
 # scikit-learn's metadata-routing helpers (set_fit_request, ...) are generated methods whose

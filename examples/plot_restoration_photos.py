@@ -112,7 +112,8 @@ def main(out: str, n_patches: int, epochs: int) -> None:
             row.append(np.clip(image[window], 0, 1))
         titles.append(f"{name}\n{method}")
     fig = plot_image_rows(rows, n_images=len(tests), titles=titles, vmin=0.0, vmax=1.0)
-    fig.suptitle(f"Held-out photos, Gaussian noise sigma={SIGMA} (centre crops)")
+    # Two lines: one would be wider than the two columns of crops.
+    fig.suptitle(f"Held-out photos (centre crops),\nGaussian noise sigma={SIGMA}")
     fig.savefig(out, dpi=100, bbox_inches="tight", pad_inches=0.1)
     print(f"saved {out}")
 
