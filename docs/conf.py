@@ -11,8 +11,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(DOCS))  # _gallery.py
 
 import skconvae  # noqa: E402
 
@@ -44,7 +46,7 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 # Every public docstring must have these sections; numpydoc turns a miss into a warning,
 # which -W makes an error.
-numpydoc_validation_checks = {"PR01", "PR02", "RT01", "GL08", "SA04"}
+numpydoc_validation_checks = {"PR01", "PR02", "RT01", "GL08", "SA04", "EX01"}
 numpydoc_validation_exclude = {
     r"\.__init__$",
     r"\.set_output$",
@@ -96,11 +98,23 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,
-    # The examples read SKCONVAE_QUICK and train briefly, so a full build stays short.
+    "reset_argv": "_gallery.example_argv",
     "matplotlib_animations": False,
     "min_reported_time": 5,
+    # "Examples using X" on each API page (the minigallery of the autosummary templates).
+    "doc_module": ("skconvae",),
+    "backreferences_dir": "generated",
+    "reference_url": {"skconvae": None},
 }
-os.environ.setdefault("SKCONVAE_QUICK", "1")
+# The examples read SKCONVAE_EXAMPLES_QUICK and train on less for fewer epochs, so a full
+# build stays within minutes; run directly, they keep their full settings.
+os.environ.setdefault("SKCONVAE_EXAMPLES_QUICK", "1")
+# The MNIST examples read the file SKCONVAE_MNIST names before ../shared/data (relative
+# to the working directory, which the gallery sets to examples/) and OpenML: point it
+# at the project's copy beside the repository when there is one, so the build is offline.
+_MNIST = ROOT.parent / "shared" / "data" / "mnist_test10k.npz"
+if _MNIST.exists():
+    os.environ.setdefault("SKCONVAE_MNIST", str(_MNIST))
 
 # -- HTML ----------------------------------------------------------------------------
 html_theme = "pydata_sphinx_theme"
@@ -114,12 +128,16 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_show_sourcelink = False
+# "On this page" lists methods as fit() rather than ConvAutoencoderTransformer.fit(),
+# which overflowed the narrow right-hand column.
+toc_object_entries_show_parents = "hide"
 
 
 # scikit-learn's metadata-routing helpers (set_fit_request, ...) are generated methods whose
 # docs live in scikit-learn's; skorch's training hooks are documented by skorch.
 _SKIPPED = {
     "get_metadata_routing",
+    "set_output",
     "fit_loop",
     "get_dataset",
     "get_iterator",

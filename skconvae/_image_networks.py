@@ -51,15 +51,79 @@ class _ImageToImageBase(nn.Module):
             self.register_buffer(name, tensor.float().reshape(stats_shape))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map inputs from data units to the network's units."""
+        """Map inputs from data units to the network's units.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, in_channels, H, W) or (N, in_channels, L)
+            Inputs in data units.
+
+        Returns
+        -------
+        torch.Tensor
+            ``x * input_scale + input_shift``, per channel.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ResidualImageNet
+        >>> net = ResidualImageNet(
+        ...     in_channels=1, out_channels=1, input_size=(8, 8), input_scale=[1 / 16]
+        ... )
+        >>> net.normalize(torch.full((1, 1, 8, 8), 16.0)).unique()
+        tensor([1.])
+        """
         return x * self.input_scale + self.input_shift
 
     def normalize_target(self, y: torch.Tensor) -> torch.Tensor:
-        """Map targets from data units to the network's units."""
+        """Map targets from data units to the network's units.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (N, out_channels, H, W) or (N, out_channels, L)
+            Targets in data units.
+
+        Returns
+        -------
+        torch.Tensor
+            ``y * target_scale + target_shift``, per channel.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ResidualImageNet
+        >>> net = ResidualImageNet(
+        ...     in_channels=1, out_channels=1, input_size=(8, 8), target_shift=[-1.0]
+        ... )
+        >>> net.normalize_target(torch.ones(1, 1, 8, 8)).unique()
+        tensor([0.])
+        """
         return y * self.target_scale + self.target_shift
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
-        """Map outputs from the network's units back to target units."""
+        """Map outputs from the network's units back to target units.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (N, out_channels, H, W) or (N, out_channels, L)
+            Network outputs, in normalised target units.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(y - target_shift) / target_scale``, per channel: the inverse of
+            :meth:`normalize_target`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ResidualImageNet
+        >>> net = ResidualImageNet(
+        ...     in_channels=1, out_channels=1, input_size=(8, 8), target_scale=[0.5]
+        ... )
+        >>> net.denormalize(torch.ones(1, 1, 8, 8)).unique()
+        tensor([2.])
+        """
         return (y - self.target_shift) / self.target_scale
 
     def _add_base(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -114,6 +178,7 @@ class ResidualImageNet(_ImageToImageBase):
         Width of each residual block; the receptive field grows by
         ``2 * (kernel_size - 1)`` per block.
     kernel_size : int, default=3
+        Size of every convolution kernel.
     residual : bool, default=True
         Add the (interpolated) input to the output; needs ``in_channels == out_channels``.
     input_shift, input_scale, target_shift, target_scale : sequence of float or None
@@ -170,6 +235,25 @@ class ResidualImageNet(_ImageToImageBase):
 
         Inputs of any size work, not only ``input_size``; each output side is
         ``scale`` times the input's.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, in_channels, H, W) or (N, in_channels, L)
+            Inputs in the network's units (see :meth:`normalize`).
+
+        Returns
+        -------
+        torch.Tensor of shape (N, out_channels, scale * H, scale * W)
+            Outputs in normalised target units (``(N, out_channels, scale * L)``
+            for signals); :meth:`denormalize` maps them to target units.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ResidualImageNet
+        >>> net = ResidualImageNet(in_channels=3, out_channels=3, input_size=(16, 16), scale=2)
+        >>> net(torch.rand(2, 3, 20, 30)).shape
+        torch.Size([2, 3, 40, 60])
         """
         h = F.relu(self.blocks(self.stem(x)))
         return self._add_base(x, _pixel_shuffle(self.head(h), self.scale))
@@ -198,7 +282,10 @@ class ImageToImageNet(_ImageToImageBase):
     filters : sequence of int, default=(32, 64)
         Width of each encoder stage.
     kernel_size : int, default=3
+        Size of every convolution kernel.
     skip_connections : bool, default=True
+        Concatenate each encoder stage's feature map into the decoder stage of
+        the same size.
     residual : bool, default=True
         Add the (interpolated) input to the output; needs ``in_channels == out_channels``.
     input_shift, input_scale, target_shift, target_scale : sequence of float or None
@@ -268,6 +355,25 @@ class ImageToImageNet(_ImageToImageBase):
 
         The network is fully convolutional: inputs of any size work, not only
         ``input_size``; each output side is ``scale`` times the input's.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, in_channels, H, W) or (N, in_channels, L)
+            Inputs in the network's units (see :meth:`normalize`).
+
+        Returns
+        -------
+        torch.Tensor of shape (N, out_channels, scale * H, scale * W)
+            Outputs in normalised target units (``(N, out_channels, scale * L)``
+            for signals); :meth:`denormalize` maps them to target units.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ImageToImageNet
+        >>> net = ImageToImageNet(in_channels=1, out_channels=1, input_size=(16, 16))
+        >>> net(torch.rand(2, 1, 21, 13)).shape            # odd sizes: padded, then cropped
+        torch.Size([2, 1, 21, 13])
         """
         size = tuple(x.shape[2:])
         padded = tuple(math.ceil(s / self._factor) * self._factor for s in size)

@@ -73,6 +73,41 @@ class AutoencoderNet(NeuralNet):
         Train data-parallel with the other processes of a ``torchrun`` launch
         (``"auto"``: when there is one; ``True``: require one); see
         ``skconvae._distributed``.
+
+    See Also
+    --------
+    ConvAutoencoderTransformer : Builds, fits and holds one as ``net_``.
+
+    Examples
+    --------
+    The estimators build and fit the net; ``ae.net_`` is the fitted one:
+
+    >>> from sklearn.datasets import load_digits
+    >>> from skconvae import AutoencoderNet, ConvAutoencoderTransformer
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+    >>> isinstance(ae.net_, AutoencoderNet), type(ae.net_.module_).__name__
+    (True, 'ConvAutoencoder')
+
+    It can also be built and trained on ``(N, C, H, W)`` tensors directly:
+
+    >>> import torch
+    >>> from skconvae.nn import ConvAutoencoder, ReconstructionLoss
+    >>> net = AutoencoderNet(
+    ...     ConvAutoencoder,
+    ...     module__in_channels=1,
+    ...     module__input_size=(8, 8),
+    ...     module__latent_dim=4,
+    ...     criterion=ReconstructionLoss,
+    ...     optimizer=torch.optim.Adam,
+    ...     max_epochs=2,
+    ...     train_split=None,
+    ...     device="cpu",
+    ...     verbose=0,
+    ... )
+    >>> net = net.fit(torch.rand(100, 1, 8, 8))       # images in [0, 1] are their own target
+    >>> len(net.history)
+    2
     """
 
     # The other processes of a torchrun launch, lent while training (see data_parallel).
@@ -355,8 +390,29 @@ class AutoencoderNet(NeuralNet):
     def encode(self, images: np.ndarray, eager: bool = False) -> np.ndarray:
         """Codes of ``(N, C, H, W)`` images, float32 ``(N, n_features_out)``.
 
-        ``eager=True`` never compiles (for passes inside ``fit``, which must not pay
-        for compilation).
+        Runs in batches and never needs the whole input in memory at once.
+
+        Parameters
+        ----------
+        images : ndarray of shape (N, C, H, W)
+            Images in data units (any numeric dtype; memory-mapped arrays stream).
+        eager : bool, default=False
+            Never compile, even with ``compile=True`` (for passes inside ``fit``,
+            which must not pay for compilation).
+
+        Returns
+        -------
+        ndarray of shape (N, n_features_out), dtype float32
+            The module's codes.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> ae.net_.encode(X[:3].reshape(3, 1, 8, 8)).shape
+        (3, 32)
         """
         run, compiled = self._inference_run(eager)
         out = np.empty((len(images), self.module_.n_features_out), dtype=np.float32)
@@ -368,7 +424,30 @@ class AutoencoderNet(NeuralNet):
         )
 
     def decode(self, codes: np.ndarray, image_chw: tuple[int, int, int]) -> np.ndarray:
-        """Reconstructions decoded from codes, float32 ``(N, C, H, W)`` in data units."""
+        """Reconstructions decoded from codes, float32 ``(N, C, H, W)`` in data units.
+
+        Parameters
+        ----------
+        codes : ndarray of shape (N, n_features_out)
+            Codes, as returned by :meth:`encode`.
+        image_chw : tuple of int
+            ``(C, H, W)`` of one decoded image.
+
+        Returns
+        -------
+        ndarray of shape (N, C, H, W), dtype float32
+            Decoded images, in data units.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> ae.net_.decode(np.zeros((3, 32), dtype=np.float32), (1, 8, 8)).shape
+        (3, 1, 8, 8)
+        """
         run, compiled = self._inference_run()
         out = np.empty((len(codes), *image_chw), dtype=np.float32)
         return self._map_batches(
@@ -381,7 +460,28 @@ class AutoencoderNet(NeuralNet):
     def reconstruct(self, images: np.ndarray, out_chw: tuple[int, ...] | None = None) -> np.ndarray:
         """Network outputs for ``(N, C, H, W)`` images, float32, in data units.
 
-        ``out_chw`` is the per-sample output shape when it differs from the input's.
+        Parameters
+        ----------
+        images : ndarray of shape (N, C, H, W)
+            Images in data units.
+        out_chw : tuple of int or None, default=None
+            ``(C, H, W)`` of one output when it differs from an input's (an
+            upscaling regressor's); ``None``: the input's.
+
+        Returns
+        -------
+        ndarray of shape (N, C, H, W), dtype float32
+            The module's outputs (reconstructions, or predicted target images),
+            in data units; each of shape ``out_chw`` when given.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> ae.net_.reconstruct(X[:3].reshape(3, 1, 8, 8)).shape
+        (3, 1, 8, 8)
         """
         run, compiled = self._inference_run()
         out = np.empty((len(images), *(out_chw or images.shape[1:])), dtype=np.float32)
@@ -393,7 +493,29 @@ class AutoencoderNet(NeuralNet):
         )
 
     def reconstruction_errors(self, images: np.ndarray) -> np.ndarray:
-        """Per-sample mean squared reconstruction error in data units, ``(N,)``."""
+        """Per-sample mean squared reconstruction error in data units, ``(N,)``.
+
+        Parameters
+        ----------
+        images : ndarray of shape (N, C, H, W)
+            Images in data units.
+
+        Returns
+        -------
+        ndarray of shape (N,), dtype float64
+            The mean squared error of each image's reconstruction, reduced in
+            float64 so that it does not depend on the batch size.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> errors = ae.net_.reconstruction_errors(X[:3].reshape(3, 1, 8, 8))
+        >>> errors.shape, bool((errors == -ae.score_samples(X[:3])).all())
+        ((3,), True)
+        """
         run, compiled = self._inference_run()
 
         def errors(xb):

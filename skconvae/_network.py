@@ -156,6 +156,24 @@ class ConvAutoencoder(nn.Module):
         """Set the per-feature mean and standard deviation that :meth:`encode` removes.
 
         Needs ``standardize_code=True``. Features with a zero ``std`` are only centred.
+
+        Parameters
+        ----------
+        mean : array-like of shape (n_features_out,)
+            Mean of each feature of the raw codes.
+        std : array-like of shape (n_features_out,)
+            Standard deviation of each feature of the raw codes; a zero is
+            replaced by one.
+
+        Examples
+        --------
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(
+        ...     in_channels=1, input_size=(8, 8), latent_dim=2, standardize_code=True
+        ... )
+        >>> ae.set_code_statistics([1.0, -1.0], [2.0, 0.0])
+        >>> ae.code_mean, ae.code_std
+        (tensor([ 1., -1.]), tensor([2., 1.]))
         """
         std = torch.as_tensor(std, dtype=torch.float32)
         self.code_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -163,21 +181,93 @@ class ConvAutoencoder(nn.Module):
 
     @property
     def n_features_out(self) -> int:
-        """Width of the code returned by :meth:`encode`."""
+        """Width of the code returned by :meth:`encode`.
+
+        ``latent_dim`` when set, else the size of the flattened last feature map.
+
+        Examples
+        --------
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ConvAutoencoder(in_channels=1, input_size=(28, 28)).n_features_out  # 8 x 14 x 14
+        1568
+        >>> ConvAutoencoder(in_channels=1, input_size=(28, 28), latent_dim=32).n_features_out
+        32
+        """
         return self.latent_dim or math.prod(self.conv_code_shape)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map inputs from data units to the network's units."""
+        """Map inputs from data units to the network's units.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Inputs in data units.
+
+        Returns
+        -------
+        torch.Tensor
+            ``x * input_scale + input_shift``, per channel; the same shape as ``x``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(
+        ...     in_channels=1, input_size=(8, 8), input_shift=[-1.0], input_scale=[0.5]
+        ... )
+        >>> ae.normalize(torch.tensor([0.0, 2.0, 4.0]).reshape(1, 1, 1, 3)).flatten()
+        tensor([-1.,  0.,  1.])
+        """
         return x * self.input_scale + self.input_shift
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
-        """Map reconstructions from the network's units back to data units."""
+        """Map reconstructions from the network's units back to data units.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Reconstructions in the network's (normalised) units.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(y - input_shift) / input_scale``, per channel: the inverse of
+            :meth:`normalize`.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(
+        ...     in_channels=1, input_size=(8, 8), input_shift=[-1.0], input_scale=[0.5]
+        ... )
+        >>> ae.denormalize(torch.tensor([-1.0, 0.0, 1.0]).reshape(1, 1, 1, 3)).flatten()
+        tensor([0., 2., 4.])
+        """
         return (y - self.input_shift) / self.input_scale
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encode normalised inputs into flat codes of width ``n_features_out``.
 
         For a variational model this is the mean of the latent distribution.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Inputs in the network's units (see :meth:`normalize`).
+
+        Returns
+        -------
+        torch.Tensor of shape (N, n_features_out)
+            The codes (standardised with ``standardize_code=True``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(in_channels=1, input_size=(8, 8), latent_dim=4)
+        >>> ae.encode(torch.rand(3, 1, 8, 8)).shape
+        torch.Size([3, 4])
         """
         code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
         if self.latent_dim is not None:
@@ -191,8 +281,35 @@ class ConvAutoencoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample the latent, decode it; return logits and the mean KL to the prior.
 
-        ``generator`` (on ``x``'s device) is the source of the sample; ``None`` draws
-        from torch's global generator.
+        The training pass of a variational model (``variational=True``), with the
+        reparameterisation trick.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Inputs in the network's units.
+        generator : torch.Generator or None, default=None
+            Source of the latent sample, on ``x``'s device; ``None`` draws from
+            torch's global generator.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Reconstructions of the sampled codes, before the output activation.
+        kl : torch.Tensor of shape ()
+            KL divergence of the latent distribution to N(0, I), summed over
+            features and averaged over samples.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> vae = ConvAutoencoder(in_channels=1, input_size=(8, 8), latent_dim=4, variational=True)
+        >>> logits, kl = vae.variational_logits(
+        ...     torch.rand(3, 1, 8, 8), generator=torch.Generator().manual_seed(0)
+        ... )
+        >>> logits.shape, kl.shape
+        (torch.Size([3, 1, 8, 8]), torch.Size([]))
         """
         code = self.encoder(_pad_to(x, self.input_size, self.padded_size)).flatten(1)
         mean, log_var = self.to_latent(code).chunk(2, dim=1)
@@ -202,7 +319,26 @@ class ConvAutoencoder(nn.Module):
         return self.decode_logits(z), kl
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode codes to reconstructions before the output activation."""
+        """Decode codes to reconstructions before the output activation.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (N, n_features_out)
+            Codes, as returned by :meth:`encode`.
+
+        Returns
+        -------
+        torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Logits: apply :meth:`activate` to get reconstructions.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(in_channels=1, input_size=(8, 8), latent_dim=4)
+        >>> ae.decode_logits(torch.zeros(3, 4)).shape
+        torch.Size([3, 1, 8, 8])
+        """
         if self.standardize_code:
             z = z * self.code_std + self.code_mean
         if self.latent_dim is not None:
@@ -224,22 +360,102 @@ class ConvAutoencoder(nn.Module):
         return out
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """Apply the output activation."""
+        """Apply the output activation.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            Decoder outputs before the activation.
+
+        Returns
+        -------
+        torch.Tensor
+            ``logits`` through ``output_activation`` (sigmoid, tanh or identity).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ConvAutoencoder(in_channels=1, input_size=(8, 8)).activate(torch.zeros(2))
+        tensor([0.5000, 0.5000])
+        """
         return _ACTIVATIONS[self.output_activation](logits)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decode codes to reconstructions in normalised units."""
+        """Decode codes to reconstructions in normalised units.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (N, n_features_out)
+            Codes, as returned by :meth:`encode`.
+
+        Returns
+        -------
+        torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Reconstructions in the network's units (see :meth:`denormalize`).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(in_channels=1, input_size=(8, 8), latent_dim=4)
+        >>> images = ae.decode(torch.zeros(3, 4))
+        >>> images.shape, bool(((images > 0) & (images < 1)).all())   # sigmoid output
+        (torch.Size([3, 1, 8, 8]), True)
+        """
         return self.activate(self.decode_logits(z))
 
     def reconstruct_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct normalised inputs, before the output activation."""
+        """Reconstruct normalised inputs, before the output activation.
+
+        The training pass of a plain model: ``decode_logits(encode(x))``, without
+        flattening the code when it is the feature map itself.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Inputs in the network's units.
+
+        Returns
+        -------
+        torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Logits of the reconstructions.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(in_channels=1, input_size=(8, 8))
+        >>> x = torch.rand(3, 1, 8, 8)
+        >>> torch.allclose(ae.activate(ae.reconstruct_logits(x)), ae(x))
+        True
+        """
         if self.latent_dim is None and not self.standardize_code:
             # The code is the feature map itself: skip flattening it and back.
             return self._decode_map(self.encoder(_pad_to(x, self.input_size, self.padded_size)))
         return self.decode_logits(self.encode(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct normalised inputs, in normalised units."""
+        """Reconstruct normalised inputs, in normalised units.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            Inputs in the network's units.
+
+        Returns
+        -------
+        torch.Tensor of shape (N, C, H, W) or (N, C, L)
+            ``decode(encode(x))``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ConvAutoencoder
+        >>> ae = ConvAutoencoder(in_channels=3, input_size=(15, 20))   # odd sizes are padded
+        >>> ae(torch.rand(2, 3, 15, 20)).shape
+        torch.Size([2, 3, 15, 20])
+        """
         return self.decode(self.encode(x))
 
 
@@ -256,11 +472,21 @@ class ReconstructionLoss(nn.Module):
 
     Parameters
     ----------
-    loss : {"mse", "l1", "bce"}
+    loss : {"mse", "l1", "bce"}, default="mse"
         Mean squared or absolute error of the activated output, or binary
         cross-entropy computed stably from the logits (targets must lie in [0, 1]).
-    output_activation : {"sigmoid", "tanh", "identity"}
-        The decoder's output activation, applied before the MSE.
+    output_activation : {"sigmoid", "tanh", "identity"}, default="sigmoid"
+        The decoder's output activation, applied before the MSE or L1 error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skconvae.nn import ReconstructionLoss
+    >>> logits, target = torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)
+    >>> ReconstructionLoss("bce")(logits, target)       # log(2): sigmoid(0) is 0.5
+    tensor(0.6931)
+    >>> ReconstructionLoss("mse")(logits, target)
+    tensor(0.)
     """
 
     def __init__(self, loss: str = "mse", output_activation: str = "sigmoid"):
@@ -269,6 +495,28 @@ class ReconstructionLoss(nn.Module):
         self.output_activation = output_activation
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch of decoder logits against their targets.
+
+        Parameters
+        ----------
+        logits : torch.Tensor
+            Decoder outputs before the output activation.
+        target : torch.Tensor
+            Targets in the network's units, the same shape as ``logits``.
+
+        Returns
+        -------
+        torch.Tensor of shape ()
+            The loss, averaged over every value.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skconvae.nn import ReconstructionLoss
+        >>> loss = ReconstructionLoss("l1", output_activation="identity")
+        >>> loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+        tensor(1.)
+        """
         if self.loss == "bce":
             return F.binary_cross_entropy_with_logits(logits.float(), target)
         output = _ACTIVATIONS[self.output_activation](logits.float())

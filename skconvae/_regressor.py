@@ -85,6 +85,7 @@ class ConvAutoencoderRegressor(
         Width of each residual block (``"resnet"``) or encoder stage (``"unet"``).
         ``None``: ``(32, 32, 32, 32)`` for ``"resnet"``, ``(32, 64)`` for ``"unet"``.
     kernel_size : int, default=3
+        Size of every (``same``-padded) convolution kernel.
     skip_connections : bool, default=True
         Concatenate encoder feature maps into the decoder (``"unet"`` only).
     residual : bool, default=True
@@ -97,25 +98,44 @@ class ConvAutoencoderRegressor(
         Per-channel scaling of inputs and targets, each learned at ``fit``.
         Predictions are clipped to the range of the training targets.
     max_epochs : int, default=10
+        Number of passes over the training pairs.
     batch_size : int, default=32
+        Training mini-batch size.
     lr : float, default=1e-3
+        Initial learning rate.
     lr_schedule : {"cosine", "constant"}, default="cosine"
         ``"cosine"`` decays the learning rate from ``lr`` to ``lr / 100`` along a
         half cosine over ``max_epochs`` (restarting from ``lr`` when a
         ``warm_start`` fit continues); ``"constant"`` keeps ``lr``.
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
+        Optimizer used for training.
     early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the pairs, stop when their loss has
+        not improved for ``n_iter_no_change`` epochs, and keep the best weights.
     validation_fraction : float, default=0.1
+        Share of the training pairs held out when ``early_stopping=True``.
     n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
     device : str, default="auto"
+        Torch device: ``"auto"`` uses CUDA when available, else the CPU.
     precision : {"float32", "bfloat16"}, default="float32"
+        ``"bfloat16"`` trains and predicts under autocast (mixed precision).
     compile : bool, default=False
+        Compile the network for ``predict`` and ``score`` with ``torch.compile``
+        (training stays eager).
     random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling and the validation split.
     verbose : int, default=0
+        0 is silent; 1 prints skorch's per-epoch table and a progress bar.
     callbacks : list of skorch callbacks or None, default=None
+        Extra skorch callbacks, copied at each ``fit``.
     warm_start : bool, default=False
+        Continue training the fitted network on the next ``fit``.
     distributed : {"auto", True, False}, default="auto"
-        See :class:`ConvAutoencoderTransformer` for these training parameters.
+        Data-parallel training inside a ``torchrun`` launch.
+
+        :class:`ConvAutoencoderTransformer` describes these training parameters
+        (``optimizer`` to ``distributed``) in full; they work the same here.
 
     Attributes
     ----------
@@ -236,6 +256,18 @@ class ConvAutoencoderRegressor(
         Returns
         -------
         self : ConvAutoencoderRegressor
+            The fitted regressor.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderRegressor
+        >>> clean = load_digits().images                     # (1797, 8, 8), values 0..16
+        >>> noisy = clean + np.random.default_rng(0).normal(0, 4, clean.shape)
+        >>> model = ConvAutoencoderRegressor(filters=(8,), max_epochs=1, random_state=0)
+        >>> model.fit(noisy, clean).image_shape_, model.scale_
+        ((1, 8, 8), 1)
         """
         with restore_on_error(self):
             self._fit(X, y)
@@ -412,6 +444,19 @@ class ConvAutoencoderRegressor(
         y_pred : ndarray, dtype float32
             Images in the layout and units of the training targets, clipped to
             their range; each side ``scale_`` times the input's.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderRegressor
+        >>> high = load_digits().images                      # (1797, 8, 8)
+        >>> low = high.reshape(-1, 4, 2, 4, 2).mean(axis=(2, 4))  # (1797, 4, 4)
+        >>> model = ConvAutoencoderRegressor(filters=(8,), max_epochs=1, random_state=0)
+        >>> model.fit(low, high).scale_
+        2
+        >>> model.predict(np.zeros((1, 10, 12))).shape       # any size: fully convolutional
+        (1, 20, 24)
         """
         images, target_layout = self._validate_inputs(X)
         predicted = self.net_.reconstruct(images, target_layout.chw)
@@ -466,10 +511,23 @@ class ConvAutoencoderRegressor(
         y : array-like or N-D images
             True target images.
         sample_weight : array-like of shape (n_samples,) or None, default=None
+            Weights of the samples; ``None`` weighs them equally.
 
         Returns
         -------
         score : float
+            The variance-weighted R^2 over pixels; 1 is perfect.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderRegressor
+        >>> clean = load_digits().images                     # (1797, 8, 8), values 0..16
+        >>> noisy = clean + np.random.default_rng(0).normal(0, 4, clean.shape)
+        >>> model = ConvAutoencoderRegressor(filters=(8,), max_epochs=1, random_state=0)
+        >>> bool(model.fit(noisy, clean).score(noisy, clean) <= 1)
+        True
         """
         predicted = self.predict(X)
         predicted = predicted.reshape(len(predicted), -1)

@@ -366,6 +366,15 @@ class ConvAutoencoderTransformer(
         -------
         self : ConvAutoencoderTransformer
             The fitted transformer.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(max_epochs=2, random_state=0).fit(X)
+        >>> ae.image_shape_, ae.max_epochs_, len(ae.net_.history)
+        ((1, 8, 8), 2, 2)
         """
         with restore_on_error(self):
             self._fit(X)
@@ -546,6 +555,18 @@ class ConvAutoencoderTransformer(
         Returns
         -------
         codes : ndarray of shape (n_samples, n_features_out), dtype float32
+            The codes: ``latent_dim_`` features, or the flattened conv code
+            (``code_shape_``). With ``architecture="auto"`` each feature has zero
+            mean and unit variance on the training images.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0)
+        >>> ae.fit(X).transform(X[:5]).shape
+        (5, 32)
         """
         images = self._validate_images(X)
         return self.net_.encode(images)
@@ -565,6 +586,15 @@ class ConvAutoencoderTransformer(
         images : ndarray, dtype float32
             ``(n_samples, n_features_in_)`` if the training data was flat, else
             images shaped like the training data's samples.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> ae.inverse_transform(ae.transform(X[:5])).shape        # flat in, flat out
+        (5, 64)
         """
         check_is_fitted(self)
         codes = check_array(X, dtype=np.float32, input_name="X")
@@ -591,6 +621,16 @@ class ConvAutoencoderTransformer(
         Returns
         -------
         score : float
+            Minus the mean squared error over all values of ``X``.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> bool(ae.score(X) < 0)
+        True
         """
         images = self._validate_images(X)
         return -float(np.mean(self.net_.reconstruction_errors(images)))
@@ -611,6 +651,19 @@ class ConvAutoencoderTransformer(
         -------
         images : ndarray, dtype float32
             Reconstructions in the units and layout of the training data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> images = load_digits().images                       # (1797, 8, 8), values 0..16
+        >>> ae = ConvAutoencoderTransformer(
+        ...     filters=(4, 8), noise="gaussian", noise_level=0.3, max_epochs=1, random_state=0
+        ... ).fit(images)
+        >>> noisy = images + np.random.default_rng(0).normal(0, 3, images.shape)
+        >>> ae.reconstruct(noisy[:5]).shape                     # (N, H, W) in, (N, H, W) out
+        (5, 8, 8)
         """
         images = self._validate_images(X)
         return self._layout.from_nchw(self.net_.reconstruct(images))
@@ -630,6 +683,17 @@ class ConvAutoencoderTransformer(
         Returns
         -------
         scores : ndarray of shape (n_samples,)
+            Minus each sample's mean squared reconstruction error.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(filters=(4, 8), max_epochs=1, random_state=0).fit(X)
+        >>> scores = ae.score_samples(X[:5])
+        >>> scores.shape, bool(abs(scores.mean() - ae.score(X[:5])) < 1e-6)
+        ((5,), True)
         """
         images = self._validate_images(X)
         return -self.net_.reconstruction_errors(images)
@@ -656,6 +720,17 @@ class ConvAutoencoderTransformer(
         -------
         images : ndarray, dtype float32
             ``n_samples`` images in the units and layout of the training data.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skconvae import ConvAutoencoderTransformer
+        >>> X, _ = load_digits(return_X_y=True)
+        >>> ae = ConvAutoencoderTransformer(
+        ...     filters=(4, 8), latent_dim=8, max_epochs=1, random_state=0
+        ... ).fit(X)
+        >>> ae.sample(4, random_state=0).shape
+        (4, 64)
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
