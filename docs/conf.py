@@ -146,6 +146,7 @@ _SKIPPED = {
     "train_step_single",
     "validation_step",
     "on_batch_end",
+    "on_epoch_end",
     "on_train_end",
 }
 
