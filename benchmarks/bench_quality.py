@@ -78,7 +78,7 @@ def bench_denoise(args) -> dict:
     results[f"best Gaussian blur (sigma={best_sigma})"] = blur[best_sigma]
 
     epochs = 1 if args.quick else 15
-    # The U-Net recipe of the README's table (before the residual-block default; the
+    # The U-Net recipe of the benchmarks page's table (before the residual-block default; the
     # default regressor is measured by bench_restoration.py --only mnist).
     regressor = ConvAutoencoderRegressor(
         network="unet", filters=(16, 32), loss="mse", lr_schedule="constant",
@@ -172,7 +172,7 @@ def bench_superres(args) -> dict:
             model = ConvAutoencoderRegressor(random_state=args.seed, **quick)
         else:
             epochs = 1 if args.quick else 6
-            # The U-Net recipe of the README's table, with its own cosine schedule.
+            # The U-Net recipe of the benchmarks page's table, with its own cosine schedule.
             model = ConvAutoencoderRegressor(
                 network="unet", loss=loss, max_epochs=epochs, lr=1e-3, lr_schedule="constant",
                 callbacks=[LRScheduler("CosineAnnealingLR", T_max=epochs)],
@@ -299,7 +299,7 @@ def main() -> None:
         type=int,
         default=0,
         help="random_state of every model and of the super-resolution training patches "
-        "(default: 0, the README's numbers); held-out data never depends on it",
+        "(default: 0, the published numbers); held-out data never depends on it",
     )
     args = parser.parse_args()
     print(f"Machine: {machine()}")

@@ -130,7 +130,7 @@ def main(out: str) -> None:
     patch_size = (LR_PATCH * SCALE, LR_PATCH * SCALE)
     high_res = extract_patches_2d(china, patch_size, max_patches=N_PATCHES, random_state=0)
     high_res = channels_as_images(augment(high_res, np.random.default_rng(0)))
-    # The U-Net recipe measured in the README (the default network is a residual stack).
+    # The U-Net recipe measured in docs/benchmarks.rst (the default network is a residual stack).
     model = ConvAutoencoderRegressor(
         network="unet",
         loss="l1",

@@ -213,7 +213,7 @@ class ConvAutoencoderTransformer(
         every process passes the same ``X`` and trains on its share of each
         (global) ``batch_size`` batch, on its own GPU (``LOCAL_RANK``) with
         ``device="auto"``; after ``fit`` all hold the same model, and only the
-        first prints progress. See the README's "Scaling out".
+        first prints progress. See the user guide's "Scaling out".
 
     Attributes
     ----------

@@ -205,7 +205,7 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout
     finally:
         torch.set_num_threads(threads)
     with (
-        # The README's one-GPU-per-worker recipe, on CPU workers: each worker holds one
+        # The user guide's one-GPU-per-worker recipe, on CPU workers: each worker holds one
         # "GPU" resource and every fit asks for one.
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0"
