@@ -17,7 +17,8 @@ over them, allocator stalls included, decides. On CUDA a large fixed batch is us
 (halved on out-of-memory).
 
 Results do not depend on the choice: the candidates start at 32 samples, above the
-sizes where CPU kernels switch to other code paths.
+sizes where CPU kernels switch to other code paths, and a call's last rows join the
+batch before them when they are fewer than that.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ CPU_CANDIDATES = (32, 64, 128, 256, 512, 1024)
 MEASURED_SAMPLES = 1024
 MIN_MEASURED_BATCHES = 2
 CUDA_BATCH_SIZE = 1024
+# No inference batch is smaller, but for calls with fewer samples (see the module docstring).
+MIN_BATCH_SIZE = min(CPU_CANDIDATES)
 
 
 def batches_per_candidate(size: int, measured_samples: int = MEASURED_SAMPLES) -> int:

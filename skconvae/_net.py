@@ -26,7 +26,7 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
-from ._batch_size import BatchSizeChooser, batch_size_candidates
+from ._batch_size import MIN_BATCH_SIZE, BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
@@ -347,6 +347,12 @@ class AutoencoderNet(NeuralNet):
         with torch.inference_mode(), cuda_autotune(self._on_cuda()):
             while start < len(inputs):
                 size = min(chooser.next_size(), cap)
+                # A tail shorter than the smallest candidate joins this batch: fewer
+                # samples can take other CPU kernels, and results must not depend on
+                # how calls were cut into batches.
+                tail = len(inputs) - start - size
+                if 0 < tail < MIN_BATCH_SIZE and size + tail <= cap:
+                    size += tail
                 batch = inputs[start : start + size]
                 began = time.perf_counter()
                 try:
