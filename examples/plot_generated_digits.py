@@ -55,7 +55,7 @@ N_COLS = 10
 DEFAULT_DATA = Path("../shared/data/mnist_test10k.npz")
 
 
-def load_mnist(data: str | None | None) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist(data: str | None) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 MNIST test digits as uint8 ``(N, 28, 28)`` images and their labels.
 
     Read from ``data`` (an ``.npz`` with ``images`` and ``labels``), else from the
