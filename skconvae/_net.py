@@ -26,6 +26,7 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
+from ._allocator import raise_malloc_thresholds
 from ._batch_size import MIN_BATCH_SIZE, BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._distributed import data_parallel, task_threads
@@ -174,6 +175,8 @@ class AutoencoderNet(NeuralNet):
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         epochs_before = len(self.history)
+        if not self._on_cuda():
+            raise_malloc_thresholds()  # see _allocator.py
         self._draws = stream_generator(self.seed, "noise", torch.device(self.device))
         try:
             with data_parallel(self), task_threads():
@@ -341,6 +344,8 @@ class AutoencoderNet(NeuralNet):
         ``kind`` names the pass for the batch-size measurement (see ``_batch_size.py``).
         """
         self._set_training(False)
+        if not self._on_cuda():
+            raise_malloc_thresholds()  # see _allocator.py
         chooser = self._batch_size_chooser(kind, inputs)
         start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
