@@ -352,7 +352,7 @@ LABELS = {
 
 def compile_section(args) -> list[dict]:
     before = load_average()
-    rounds = min(args.rounds, 3)
+    rounds = args.rounds
     results = interleaved(args, ["skconvae", "skconvae_compile"], rounds)
     if not all(results.values()):
         return []

@@ -13,7 +13,8 @@ from skconvae._batch_size import (
     CUDA_BATCH_SIZE,
     BatchSizeChooser,
     batch_size_candidates,
-    batches_per_candidate,
+    batches_per_round,
+    measurement_schedule,
 )
 
 from .conftest import FAST
@@ -29,33 +30,48 @@ def _run_schedule(chooser, seconds_per_sample):
     return sizes
 
 
-def test_chooser_times_every_candidate_on_as_many_samples_and_keeps_the_fastest():
-    chooser = BatchSizeChooser((32, 64, 128), measured_samples=128)
+def test_chooser_takes_turns_on_as_many_samples_and_keeps_the_fastest():
+    chooser = BatchSizeChooser((32, 64, 128), measured_samples=128, rounds=2)
     sizes = _run_schedule(chooser, {32: 3e-5, 64: 1e-5, 128: 2e-5})
-    # One uncounted batch, then >= 128 samples in >= 2 batches per candidate.
-    assert sizes == [32] * 5 + [64] * 3 + [128] * 3
-    assert [batches_per_candidate(s, 128) for s in (32, 64, 128)] == [5, 3, 3]
-    assert chooser.samples == {32: 128, 64: 128, 128: 256}
+    # One uncounted batch each, then per round >= 64 samples (one batch at least) each.
+    first_round = [32, 32, 32, 64, 64, 128, 128]
+    assert sizes == [*first_round, 32, 32, 64, 128]
+    assert [batches_per_round(s, 128, 2) for s in (32, 64, 128)] == [2, 1, 1]
+    assert chooser.samples == {32: {0: 64, 1: 64}, 64: {0: 64, 1: 64}, 128: {0: 128, 1: 128}}
     assert chooser.chosen == 64 and chooser.next_size() == 64
 
 
-def test_chooser_skips_the_first_batch_and_totals_the_rest():
-    # The first batch of a new size pays one-time setup and is not counted; the
-    # timed batches count in total, so an allocator stall in one of them counts too.
-    chooser = BatchSizeChooser((32, 64), measured_samples=64)
-    for seconds in (1.0, 32 * 1e-5, 32 * 5e-5):
-        chooser.record(32, 32, seconds)
-    for seconds in (1.0, 64 * 2e-5, 64 * 2e-5):
-        chooser.record(64, 64, seconds)
+def test_chooser_skips_the_first_batch_and_takes_the_median_round():
+    # The first batch of a new size pays one-time setup and is not counted; a burst of
+    # load during one round does not decide, the median round does.
+    chooser = BatchSizeChooser((32, 64), measured_samples=96, rounds=3)
+    assert measurement_schedule((32, 64), 96, 3) == [
+        (32, -1), (32, 0), (64, -1), (64, 0), (32, 1), (64, 1), (32, 2), (64, 2)
+    ]  # fmt: skip
+    timings = {
+        32: [1.0, 32 * 3e-5, 32 * 9e-5, 32 * 3e-5],
+        64: [1.0, 64 * 2e-5, 64 * 2e-5, 64 * 2e-5],
+    }
+    for size, _ in measurement_schedule((32, 64), 96, 3):
+        chooser.record(size, size, timings[size].pop(0))
     assert chooser.seconds_per_sample == pytest.approx({32: 3e-5, 64: 2e-5})
     assert chooser.chosen == 64
+    slow_round = BatchSizeChooser((32, 64), measured_samples=96, rounds=3)
+    timings = {
+        32: [1.0, 32 * 1e-5, 32 * 1e-5, 32 * 1e-5],
+        64: [1.0, 64 * 2e-5, 64 * 9e-5, 64 * 9e-5],
+    }
+    for size, _ in measurement_schedule((32, 64), 96, 3):
+        slow_round.record(size, size, timings[size].pop(0))
+    assert slow_round.chosen == 32
 
 
 def test_chooser_ignores_cut_short_batches():
     chooser = BatchSizeChooser((32, 64))
     chooser.record(32, 10, 1.0)  # the end of the data
     chooser.record(16, 16, 1.0)  # capped after running out of memory
-    assert chooser.next_size() == 32 and chooser.samples == {} and chooser._warmed == set()
+    assert chooser.next_size() == 32 and chooser.samples == {}
+    assert len(chooser.schedule) == len(measurement_schedule((32, 64)))
 
 
 def test_a_single_candidate_is_used_without_measuring():
@@ -92,11 +108,12 @@ def _spy_batches(monkeypatch):
 
 def test_transform_measures_once_then_uses_the_fastest_size(fitted, mnist, monkeypatch):
     images, _ = mnist
-    X = images[:10000]
+    X = np.concatenate([images, images])  # longer than the whole schedule
     ae = pickle.loads(pickle.dumps(fitted))
     seen = _spy_batches(monkeypatch)
     codes = ae.transform(X)
-    schedule = [size for size in CPU_CANDIDATES for _ in range(batches_per_candidate(size))]
+    schedule = [size for size, _ in measurement_schedule(CPU_CANDIDATES)]
+    assert sum(schedule) < len(X)
     assert seen[: len(schedule)] == schedule
     (chooser,) = [c for key, c in ae.net_._batch_sizes.items() if key[0] == ("encode", False)]
     assert chooser.chosen in CPU_CANDIDATES
