@@ -8,6 +8,7 @@ tensor kept in its compact dtype (uint8 stays uint8) and converted on the device
 from __future__ import annotations
 
 import mmap
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -81,8 +82,7 @@ class BatchIterator:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
-        for index in self.batch_indices():
-            yield self.dataset.take(index)
+        return read_ahead(self.batch_indices(), self.dataset.take, reads_slowly(self.dataset))
 
     def batch_indices(self):
         """Each batch's index into the dataset, in order: parts of a new
@@ -98,6 +98,38 @@ class BatchIterator:
     def take(self, index) -> tuple:
         """The ``(X, y)`` batch at ``index`` (a slice or a tensor of positions)."""
         return self.dataset.take(index)
+
+
+def reads_slowly(dataset) -> bool:
+    """Whether taking a batch from ``dataset`` reads storage (memmap, zarr, Dask blocks)
+    rather than indexing tensors already in memory."""
+    return getattr(dataset, "reads_storage", False)
+
+
+def read_ahead(indices, take, enabled: bool = True):
+    """Yield ``take(index)`` for each index, reading the next batch in a background
+    thread while the caller trains on this one.
+
+    A batch of a memory-mapped file is a gather of scattered rows; when the file's
+    pages are not in the page cache, each row waits on the disk, and that wait
+    would otherwise stall the network. NumPy releases the GIL while it copies, so
+    the read overlaps the network's work. One batch is read ahead at most, in
+    order, by one thread: what is read and the order it is handed out in are those
+    of the plain loop, so results do not change. ``enabled=False`` is that loop.
+    """
+    if not enabled:
+        for index in indices:
+            yield take(index)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="skconvae-read-ahead") as reader:
+        pending = None
+        for index in indices:
+            upcoming = reader.submit(take, index)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
 
 
 class HoldoutSplit:

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ._data import read_ahead, reads_slowly
 from ._random import stream_generator
 from ._utils import draw_seed, resolve_device
 
@@ -200,14 +201,22 @@ class ShardedBatches:
         return len(self.batches)
 
     def __iter__(self):
-        for number, index in enumerate(self.batches.batch_indices()):
-            n_global = _index_length(index)
-            # Parts differ by one sample at most; which process gets which rotates.
-            part_number = (self.rank + number) % self.world_size
-            start = n_global * part_number // self.world_size
-            stop = n_global * (part_number + 1) // self.world_size
-            part = _index_part(index, start, stop) if stop > start else _index_part(index, 0, 1)
-            yield Shard(*self.batches.take(part), n_local=stop - start, n_global=n_global)
+        parts = (self._part(n, index) for n, index in enumerate(self.batches.batch_indices()))
+        return read_ahead(parts, self._take, reads_slowly(self.dataset))
+
+    def _part(self, number: int, index) -> tuple:
+        """``(index of this process's part, n_local, n_global)`` of global batch ``number``."""
+        n_global = _index_length(index)
+        # Parts differ by one sample at most; which process gets which rotates.
+        part_number = (self.rank + number) % self.world_size
+        start = n_global * part_number // self.world_size
+        stop = n_global * (part_number + 1) // self.world_size
+        part = _index_part(index, start, stop) if stop > start else _index_part(index, 0, 1)
+        return part, stop - start, n_global
+
+    def _take(self, part: tuple) -> Shard:
+        index, n_local, n_global = part
+        return Shard(*self.batches.take(index), n_local=n_local, n_global=n_global)
 
 
 def _index_length(index) -> int:

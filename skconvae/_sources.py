@@ -123,6 +123,9 @@ class ArraySource:
         The rows of ``inputs`` this source covers, in its order; None for all.
     """
 
+    # Taking a batch reads storage: training reads the next batch ahead (_data.read_ahead).
+    reads_storage = True
+
     def __init__(self, inputs, layout: ImageLayout, targets=None, target_layout=None, rows=None):
         self.inputs = inputs
         self.layout = layout

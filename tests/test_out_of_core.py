@@ -1,5 +1,6 @@
 """Data larger than memory: streaming fit, partial_fit, Dask arrays in and out."""
 
+import threading
 import warnings
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer
+from skconvae._data import ImageBatches, read_ahead, reads_slowly
 from skconvae._sources import ArraySource, streams
 
 from .conftest import FAST
@@ -118,6 +120,53 @@ def test_array_source_take_returns_batches_in_requested_order(digits):
 
 
 # -- partial_fit -----------------------------------------------------------------------
+
+
+def test_read_ahead_reads_the_next_batch_while_the_caller_works():
+    started = {i: threading.Event() for i in range(5)}
+
+    def take(i):
+        started[i].set()
+        return i * 10
+
+    got = []
+    for item in read_ahead(range(5), take):
+        got.append(item)
+        k = item // 10
+        if k + 1 < 5:  # the plain loop would not start k + 1 before this item is done
+            assert started[k + 1].wait(timeout=30), f"batch {k + 1} was not read ahead"
+    assert got == [0, 10, 20, 30, 40]
+
+
+def test_read_ahead_raises_the_readers_error_in_order_and_plain_loop_stays_in_thread():
+    def take(i):
+        if i == 2:
+            raise OSError("disk gone")
+        return i
+
+    items = read_ahead(range(5), take)
+    assert [next(items), next(items)] == [0, 1]
+    with pytest.raises(OSError, match="disk gone"):
+        next(items)
+    threads = []
+    plain = read_ahead(range(3), lambda i: threads.append(threading.current_thread()) or i, False)
+    assert list(plain) == [0, 1, 2]
+    assert threads == [threading.main_thread()] * 3
+
+
+def test_streaming_fit_reads_ahead_and_in_memory_fit_does_not(digits_memmap, digits, monkeypatch):
+    readers = set()
+    take = ArraySource.take
+    monkeypatch.setattr(
+        ArraySource,
+        "take",
+        lambda self, i: readers.add(threading.current_thread().name) or take(self, i),
+    )
+    ConvAutoencoderTransformer(**FAST).fit(digits_memmap)
+    assert any(name.startswith("skconvae-read-ahead") for name in readers), readers
+    assert reads_slowly(ArraySource(digits_memmap, None)) and not reads_slowly(
+        ImageBatches(torch.zeros(2, 1, 8, 8))
+    )
 
 
 def test_partial_fit_trains_one_pass_per_call_keeping_optimizer_state(digits):
