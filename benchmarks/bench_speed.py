@@ -462,10 +462,6 @@ def run_inference_sweep(args) -> dict:
     # A fresh copy of the net measures its batch sizes on its first calls.
     ae.net_._batch_sizes.clear()
     first = {op: timed_call(ours[op]) for op in ours}
-    chosen = {
-        op: next(c.chosen for k, c in ae.net_._batch_sizes.items() if k[0][0] == kind)
-        for op, kind in _CHOOSER_KIND.items()
-    }
     for op in ours:  # warm every shape once
         for batch in args.sweep:
             hand[op](batch)
@@ -486,6 +482,11 @@ def run_inference_sweep(args) -> dict:
             for name, call in calls:
                 times.setdefault(f"{op} {name}", []).append(timed_call(call))
         print(f"  {args.network}: round {r + 1} done, {load_average()}", file=sys.stderr)
+    # The measurement may span calls: read the sizes it settled on after the rounds.
+    chosen = {
+        op: next(c.chosen for k, c in ae.net_._batch_sizes.items() if k[0][0] == kind)
+        for op, kind in _CHOOSER_KIND.items()
+    }
     n = len(images)
     img_s = {k: n / statistics.median(w for w, _ in v) for k, v in times.items()}
     img_cpu_s = {k: n / statistics.median(c for _, c in v) for k, v in times.items()}

@@ -26,7 +26,7 @@ import torch
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
-from ._allocator import raise_malloc_thresholds
+from ._allocator import keep_batch_memory
 from ._batch_size import MIN_BATCH_SIZE, BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._distributed import data_parallel, task_threads
@@ -175,11 +175,9 @@ class AutoencoderNet(NeuralNet):
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         epochs_before = len(self.history)
-        if not self._on_cuda():
-            raise_malloc_thresholds()  # see _allocator.py
         self._draws = stream_generator(self.seed, "noise", torch.device(self.device))
         try:
-            with data_parallel(self), task_threads():
+            with data_parallel(self), task_threads(), self._batch_memory():
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
         except KeyboardInterrupt:
             # skorch's partial_fit swallows the interrupt silently and keeps the weights.
@@ -274,6 +272,10 @@ class AutoencoderNet(NeuralNet):
     def _on_cuda(self) -> bool:
         return str(self.device).startswith("cuda")
 
+    def _batch_memory(self):
+        """On the CPU, keep glibc from unmapping each batch's memory (see _allocator.py)."""
+        return contextlib.nullcontext() if self._on_cuda() else keep_batch_memory()
+
     def _stage(self, data: torch.Tensor) -> torch.Tensor:
         """Put training data on the GPU when it fits, else in pinned host memory."""
         if not self._on_cuda():
@@ -344,12 +346,10 @@ class AutoencoderNet(NeuralNet):
         ``kind`` names the pass for the batch-size measurement (see ``_batch_size.py``).
         """
         self._set_training(False)
-        if not self._on_cuda():
-            raise_malloc_thresholds()  # see _allocator.py
         chooser = self._batch_size_chooser(kind, inputs)
         start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
-        with torch.inference_mode(), cuda_autotune(self._on_cuda()):
+        with torch.inference_mode(), cuda_autotune(self._on_cuda()), self._batch_memory():
             while start < len(inputs):
                 size = min(chooser.next_size(), cap)
                 # A tail shorter than the smallest candidate joins this batch: fewer

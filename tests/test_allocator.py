@@ -1,5 +1,6 @@
 """glibc's thresholds are raised once per process, so batches reuse their memory."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,16 +33,20 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _page_faults(mode: str) -> int:
+def _page_faults(mode: str, env=None, child=_CHILD) -> list[int]:
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", child, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
     )
     assert proc.returncode == 0, proc.stderr
-    return int(proc.stdout.split()[-1])
+    return [int(word) for word in proc.stdout.split()]
 
 
 def test_raised_thresholds_stop_page_faults_of_a_reused_working_set():
-    untouched, raised = _page_faults("leave"), _page_faults("raise")
+    (untouched,), (raised,) = _page_faults("leave"), _page_faults("raise")
     # Left alone, glibc's thresholds stay at the largest chunk freed so far (8 MiB),
     # the 24 MiB working set is trimmed after every round and faulted back in.
     assert untouched > 1000, untouched
@@ -55,3 +60,46 @@ def test_runs_once_per_process(monkeypatch):
     # A child process (another pid) raises its own.
     monkeypatch.setattr(_allocator, "_raised_in_pid", -1)
     assert _allocator.raise_malloc_thresholds() is True
+
+
+# Under a fixed trim threshold (as Dask starts its workers): faults of the working set
+# before, inside and after ``keep_batch_memory``.
+_FIXED_CHILD = textwrap.dedent(
+    """
+    import resource, sys, torch
+    from skconvae._allocator import keep_batch_memory
+    def faults_of_working_set():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(5):
+            tensors = [torch.empty(8 << 20, dtype=torch.uint8).fill_(1) for _ in range(3)]
+            del tensors
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    outside = faults_of_working_set()
+    with keep_batch_memory():
+        faults_of_working_set()  # the first round maps the memory it then keeps
+        inside = faults_of_working_set()
+    print(outside, inside, faults_of_working_set())
+    """
+)
+
+
+def test_fixed_thresholds_are_lifted_inside_calls_and_restored_after():
+    outside, inside, after = _page_faults("", {"MALLOC_TRIM_THRESHOLD_": "65536"}, _FIXED_CHILD)
+    assert outside > 1000 and after > 1000, (outside, after)  # the configured policy
+    assert inside < outside / 20, (inside, outside)
+
+
+def test_fixed_thresholds_read_from_the_environment():
+    assert _allocator.fixed_thresholds({}) is None
+    assert _allocator.fixed_thresholds({"OMP_NUM_THREADS": "1"}) is None
+    default = _allocator.GLIBC_DEFAULT_THRESHOLD
+    assert _allocator.fixed_thresholds({"MALLOC_TRIM_THRESHOLD_": "65536"}) == {
+        "trim": 65536,
+        "mmap": default,
+    }
+    tunables = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=0x100000:glibc.foo=1"}
+    assert _allocator.fixed_thresholds(tunables) == {"trim": default, "mmap": 1 << 20}
+    assert _allocator.fixed_thresholds({"MALLOC_TOP_PAD_": "0"}) == {
+        "trim": default,
+        "mmap": default,
+    }
