@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import threading
@@ -74,6 +75,12 @@ _active = 0
 def uses_glibc() -> bool:
     """Whether this process's C library is glibc (the thresholds are glibc's)."""
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """This process's C library, opened once (for ``mallopt`` and ``malloc_trim``)."""
+    return ctypes.CDLL(None)
 
 
 def fixed_thresholds(environ=None) -> dict[str, int] | None:
@@ -120,7 +127,7 @@ def keep_batch_memory():
         yield
         return
     global _active
-    libc = ctypes.CDLL(None)
+    libc = _libc()
     with _lock:  # threads may run calls at once: the first in sets, the last out restores
         if _active == 0:
             libc.mallopt(_M_MMAP_THRESHOLD, max(fixed["mmap"], GLIBC_MMAP_THRESHOLD_MAX))
