@@ -22,7 +22,10 @@ def _huge_pages_always() -> bool:
 
 # With transparent huge pages always on, fresh heap memory faults in 2 MiB at a time, so
 # counting page faults no longer measures whether memory was handed back.
-counts_4k_faults = pytest.mark.skipif(_huge_pages_always(), reason="huge pages always on")
+counts_4k_faults = pytest.mark.skipif(
+    _huge_pages_always(),
+    reason="transparent huge pages are always on here: page faults no longer count 4 KiB pages",
+)
 
 # A fresh process allocates and frees a batch-like working set (three 8 MiB tensors,
 # each written) ten times and reports the minor page faults of the last five rounds.
