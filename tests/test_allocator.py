@@ -27,8 +27,10 @@ counts_4k_faults = pytest.mark.skipif(
     reason="transparent huge pages are always on here: page faults no longer count 4 KiB pages",
 )
 
-# A fresh process allocates and frees a batch-like working set (three 8 MiB tensors,
-# each written) ten times and reports the minor page faults of the last five rounds.
+# A fresh process allocates and frees a batch-like working set (two 24 MiB tensors, each
+# written) ten times and reports the minor page faults of the last five rounds. 24 MiB
+# chunks sit between any threshold a fresh process is likely to start with and the
+# raised one (31 MiB mmap threshold, 62 MiB trim threshold).
 _CHILD = textwrap.dedent(
     """
     import resource, sys, torch
@@ -37,7 +39,7 @@ _CHILD = textwrap.dedent(
         assert raise_malloc_thresholds()
         assert not raise_malloc_thresholds()  # once per process
     def working_set():
-        tensors = [torch.empty(8 << 20, dtype=torch.uint8).fill_(1) for _ in range(3)]
+        tensors = [torch.empty(24 << 20, dtype=torch.uint8).fill_(1) for _ in range(2)]
         del tensors
     for _ in range(5):
         working_set()
@@ -47,6 +49,8 @@ _CHILD = textwrap.dedent(
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """
 )
+# Five rounds of 48 MiB handed back and faulted in again, in 4 KiB pages.
+_FAULTS_IF_HANDED_BACK = 5 * (48 << 20) // 4096
 
 
 def _page_faults(mode: str, env=None, child=_CHILD) -> list[int]:
@@ -63,10 +67,16 @@ def _page_faults(mode: str, env=None, child=_CHILD) -> list[int]:
 
 @counts_4k_faults
 def test_raised_thresholds_stop_page_faults_of_a_reused_working_set():
-    (untouched,), (raised,) = _page_faults("leave"), _page_faults("raise")
-    # Left alone, glibc's thresholds stay at the largest chunk freed so far (8 MiB),
-    # the 24 MiB working set is trimmed after every round and faulted back in.
-    assert untouched > 1000, untouched
+    (raised,) = _page_faults("raise")
+    assert raised < _FAULTS_IF_HANDED_BACK / 20, raised
+    (untouched,) = _page_faults("leave")
+    if untouched < _FAULTS_IF_HANDED_BACK / 20:
+        # glibc raises its thresholds by itself when the process frees a large mapping;
+        # where the imports already freed one of 24 MiB or more, there is no slow
+        # baseline to compare with (so it was on one CI machine).
+        pytest.skip(f"glibc's thresholds are already raised after import ({untouched} faults)")
+    # Left alone, each 24 MiB tensor is mapped afresh and unmapped on free.
+    assert untouched > _FAULTS_IF_HANDED_BACK / 2, untouched
     assert raised < untouched / 20, (raised, untouched)
 
 
