@@ -139,6 +139,19 @@ def test_residual_upscaling_starts_from_bicubic(photo_pairs):
     np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-3)
 
 
+def test_auto_loss_is_mse_for_upscaling_and_l1_otherwise(photo_pairs, noisy_digits):
+    """L1 learned almost no correction over bicubic in 2x super-resolution; MSE did."""
+    lr, hr = photo_pairs
+    noisy, clean = noisy_digits
+    upscaler = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 1}).fit(lr, hr)
+    denoiser = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 1}).fit(noisy[:64], clean[:64])
+    assert upscaler.loss == denoiser.loss == "auto"  # the parameter stays as set
+    assert upscaler.net_.criterion_.loss == "mse"
+    assert denoiser.net_.criterion_.loss == "l1"
+    chosen = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 1}, loss="l1").fit(lr, hr)
+    assert chosen.net_.criterion_.loss == "l1"
+
+
 def test_flat_targets_fold_by_integer_factor(photo_pairs):
     lr, hr = photo_pairs
     flat_lr, flat_hr = lr.reshape(len(lr), -1), hr.reshape(len(hr), -1)
