@@ -96,7 +96,8 @@ class ConvAutoencoderRegressor(
         ``X``), ``"l1"`` otherwise, each the better of the two in
         ``benchmarks/bench_restoration.py``: L1 denoised photos about 1 dB better
         (sigma 0.2), while for 2x super-resolution it learned almost no correction
-        over the bicubic base and MSE gained 0.9 dB more.
+        over the bicubic base and MSE gained 0.9 dB more. Denoising MNIST digits
+        (pixels mostly 0 or 1), MSE was 0.55 dB better than L1: try both.
     scaling : {"minmax", "symmetric"} or None, default="minmax"
         Per-channel scaling of inputs and targets, each learned at ``fit``.
         Predictions are clipped to the range of the training targets.
