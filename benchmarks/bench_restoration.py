@@ -54,6 +54,8 @@ SECTIONS = ("denoise", "superres", "mnist")
 TRAIN = ("astronaut", "camera", "coffee", "rocket", "coins", "brick", "grass", "gravel", "china")
 TEST = ("chelsea", "flower", "moon")
 SIGMAS = (0.1, 0.2)
+# The MNIST denoiser's parameters besides the defaults: on near-binary digits MSE beats L1.
+MNIST_PARAMS = {"loss": "mse"}
 
 
 def photo(name: str) -> np.ndarray:
@@ -263,7 +265,7 @@ def bench_mnist(args, seed: int) -> dict:
     copies = 1 if args.quick else 2  # two independent noisy copies of every training digit
     noisy_train = np.concatenate([noisy(clean_train, 10 + k) for k in range(copies)])
     noisy_test = noisy(clean_test, 1)
-    model = ConvAutoencoderRegressor(**{"loss": "mse", **_quick(args)}, random_state=seed)
+    model = ConvAutoencoderRegressor(**{**MNIST_PARAMS, **_quick(args)}, random_state=seed)
     timing = timed_fit(model, noisy_train, np.concatenate([clean_train] * copies))
     return {
         "skconvae": psnr(model.predict(noisy_test), clean_test),
@@ -340,7 +342,7 @@ def main() -> None:
         elif section == "superres":
             report_superres(runs, args.sr_patches, _label(args.params))
         else:
-            report_mnist(runs, _label({"loss": "mse", **args.params}))
+            report_mnist(runs, _label({**MNIST_PARAMS, **args.params}))
         sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

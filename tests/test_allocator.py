@@ -31,15 +31,18 @@ counts_4k_faults = pytest.mark.skipif(
 # written) ten times and reports the minor page faults of the last five rounds. 24 MiB
 # chunks sit between any threshold a fresh process is likely to start with and the
 # raised one (31 MiB mmap threshold, 62 MiB trim threshold).
+_TENSOR_BYTES, _TENSORS = 24 << 20, 2
 _CHILD = textwrap.dedent(
-    """
+    f"""
     import resource, sys, torch
     from skconvae._allocator import raise_malloc_thresholds
     if sys.argv[1] == "raise":
         assert raise_malloc_thresholds()
         assert not raise_malloc_thresholds()  # once per process
     def working_set():
-        tensors = [torch.empty(24 << 20, dtype=torch.uint8).fill_(1) for _ in range(2)]
+        tensors = [
+            torch.empty({_TENSOR_BYTES}, dtype=torch.uint8).fill_(1) for _ in range({_TENSORS})
+        ]
         del tensors
     for _ in range(5):
         working_set()
@@ -49,8 +52,8 @@ _CHILD = textwrap.dedent(
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """
 )
-# Five rounds of 48 MiB handed back and faulted in again, in 4 KiB pages.
-_FAULTS_IF_HANDED_BACK = 5 * (48 << 20) // 4096
+# Five rounds of the working set handed back and faulted in again, in 4 KiB pages.
+_FAULTS_IF_HANDED_BACK = 5 * _TENSORS * _TENSOR_BYTES // 4096
 
 
 def _page_faults(mode: str, env=None, child=_CHILD) -> list[int]:
