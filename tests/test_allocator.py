@@ -27,11 +27,15 @@ counts_4k_faults = pytest.mark.skipif(
     reason="transparent huge pages are always on here: page faults no longer count 4 KiB pages",
 )
 
-# A fresh process allocates and frees a batch-like working set (two 24 MiB tensors, each
-# written) ten times and reports the minor page faults of the last five rounds. 24 MiB
-# chunks sit between any threshold a fresh process is likely to start with and the
-# raised one (31 MiB mmap threshold, 62 MiB trim threshold).
-_TENSOR_BYTES, _TENSORS = 24 << 20, 2
+# A fresh process allocates, writes and frees one tensor per round, ten rounds, each
+# 64 KiB larger than the last (16 MiB and up), and reports the minor page faults of the
+# last five rounds. Left alone, glibc raises its mmap threshold to each freed mapping's
+# size only, so every next, larger tensor is mapped afresh and unmapped on free: a fault
+# per page, whatever the heap's layout. (A working set of equal tensors is no baseline:
+# whether glibc then trims its heap depends on where the address space randomisation put
+# it, and half the fresh processes here kept their memory untouched.) With the thresholds
+# raised (31 MiB), every round reuses the heap and faults only the 64 KiB it grew by.
+_FIRST_BYTES, _STEP_BYTES, _ROUNDS = 16 << 20, 64 << 10, 10
 _CHILD = textwrap.dedent(
     f"""
     import resource, sys, torch
@@ -39,21 +43,17 @@ _CHILD = textwrap.dedent(
     if sys.argv[1] == "raise":
         assert raise_malloc_thresholds()
         assert not raise_malloc_thresholds()  # once per process
-    def working_set():
-        tensors = [
-            torch.empty({_TENSOR_BYTES}, dtype=torch.uint8).fill_(1) for _ in range({_TENSORS})
-        ]
-        del tensors
-    for _ in range(5):
-        working_set()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        working_set()
+    for k in range({_ROUNDS}):
+        if k == {_ROUNDS // 2}:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty({_FIRST_BYTES} + k * {_STEP_BYTES}, dtype=torch.uint8).fill_(1)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     """
 )
-# Five rounds of the working set handed back and faulted in again, in 4 KiB pages.
-_FAULTS_IF_HANDED_BACK = 5 * _TENSORS * _TENSOR_BYTES // 4096
+# The pages of the last five rounds, each faulted in afresh.
+_FAULTS_IF_HANDED_BACK = sum(
+    (_FIRST_BYTES + r * _STEP_BYTES) // 4096 for r in range(_ROUNDS // 2, _ROUNDS)
+)
 
 
 def _page_faults(mode: str, env=None, child=_CHILD) -> list[int]:
@@ -75,10 +75,10 @@ def test_raised_thresholds_stop_page_faults_of_a_reused_working_set():
     (untouched,) = _page_faults("leave")
     if untouched < _FAULTS_IF_HANDED_BACK / 20:
         # glibc raises its thresholds by itself when the process frees a large mapping;
-        # where the imports already freed one of 24 MiB or more, there is no slow
-        # baseline to compare with (so it was on one CI machine).
+        # where the imports already freed one of 16 MiB or more, there is no slow
+        # baseline to compare with.
         pytest.skip(f"glibc's thresholds are already raised after import ({untouched} faults)")
-    # Left alone, each 24 MiB tensor is mapped afresh and unmapped on free.
+    # Left alone, each tensor is mapped afresh and unmapped on free.
     assert untouched > _FAULTS_IF_HANDED_BACK / 2, untouched
     assert raised < untouched / 20, (raised, untouched)
 
