@@ -15,8 +15,11 @@ Then the candidates take turns over a few rounds, each timed on the same number 
 samples per round (at least one batch), so that a small size is judged on as many
 samples as a large one, and a burst of load on a shared machine slows every
 candidate a little rather than one a lot; each candidate's median time per sample
-over the rounds decides. On CUDA a large fixed batch is used (halved on
-out-of-memory).
+over the rounds decides. On CUDA the candidates are larger: there a batch's
+arithmetic is cheap next to launching its kernels and copying it in and out, and
+the copy out waits for the batch, so its time is the real one. A batch that runs
+out of device memory is halved until it fits, and it and every larger candidate
+leave the measurement, so later calls do not run out again.
 
 Results do not depend on the choice: the candidates start at 32 samples, above the
 sizes where CPU kernels switch to other code paths, and a call's last rows join the
@@ -34,7 +37,7 @@ import threading
 CPU_CANDIDATES = (32, 64, 128, 256, 512, 1024)
 MEASURED_SAMPLES = 2048
 ROUNDS = 4
-CUDA_BATCH_SIZE = 1024
+CUDA_CANDIDATES = (512, 1024, 2048, 4096)
 # No inference batch is smaller, but for calls with fewer samples (see the module docstring).
 MIN_BATCH_SIZE = min(CPU_CANDIDATES)
 
@@ -98,6 +101,24 @@ class BatchSizeChooser:
         with self._lock:
             return self.chosen if self.chosen is not None else self.schedule[0][0]
 
+    def out_of_memory(self, size: int) -> None:
+        """Report that a batch of ``size`` ran out of device memory: candidates from
+        ``size`` up are dropped, and with none left the half of ``size`` is kept."""
+        with self._lock:
+            if self.chosen is not None:
+                self.chosen = min(self.chosen, max(1, size // 2))
+                return
+            self.schedule = [(s, r) for s, r in self.schedule if s < size]
+            for measured in (self.seconds, self.samples):
+                for s in [s for s in measured if s >= size]:
+                    del measured[s]
+            if not self.schedule:
+                self._choose(fallback=max(1, size // 2))
+
+    def _choose(self, fallback: int) -> None:
+        per_sample = self.seconds_per_sample
+        self.chosen = min(per_sample, key=lambda s: (per_sample[s], s)) if per_sample else fallback
+
     def record(self, size: int, n_samples: int, seconds: float) -> None:
         """Report that a batch proposed as ``size`` ran ``n_samples`` in ``seconds``.
 
@@ -114,12 +135,11 @@ class BatchSizeChooser:
                 counts = self.samples.setdefault(size, {})
                 counts[r] = counts.get(r, 0) + n_samples
             if not self.schedule:
-                per_sample = self.seconds_per_sample
-                self.chosen = min(per_sample, key=lambda s: (per_sample[s], s))
+                self._choose(fallback=size)
 
 
 def batch_size_candidates(on_cuda: bool, forced: int | None) -> tuple[int, ...]:
-    """The sizes a new chooser tries: the forced size, CUDA's fixed one, or the CPU's."""
+    """The sizes a new chooser tries: the forced size, or the device's candidates."""
     if forced is not None:
         return (int(forced),)
-    return (CUDA_BATCH_SIZE,) if on_cuda else CPU_CANDIDATES
+    return CUDA_CANDIDATES if on_cuda else CPU_CANDIDATES

@@ -33,6 +33,7 @@ from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
+from ._transfer import HostTransfers
 
 # None: inference batch sizes are measured per device and model (see _batch_size.py);
 # an int forces that size everywhere.
@@ -349,6 +350,7 @@ class AutoencoderNet(NeuralNet):
         chooser = self._batch_size_chooser(kind, inputs)
         start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
+        transfers = HostTransfers(self.device)
         with torch.inference_mode(), cuda_autotune(self._on_cuda()), self._batch_memory():
             while start < len(inputs):
                 size = min(chooser.next_size(), cap)
@@ -361,7 +363,10 @@ class AutoencoderNet(NeuralNet):
                 batch = inputs[start : start + size]
                 began = time.perf_counter()
                 try:
-                    out[start : start + len(batch)] = fn(as_compact_tensor(batch)).cpu().numpy()
+                    result = fn(transfers.to_device(as_compact_tensor(batch)))
+                    # While measuring, each batch finishes before its time is taken.
+                    waits = chooser.chosen is None
+                    transfers.to_host(result, out[start : start + len(batch)], wait=waits)
                 except torch.cuda.OutOfMemoryError as exc:
                     if len(batch) == 1:
                         raise torch.cuda.OutOfMemoryError(
@@ -371,6 +376,7 @@ class AutoencoderNet(NeuralNet):
                             "device='cpu')."
                         ) from exc
                     cap = len(batch) // 2
+                    chooser.out_of_memory(len(batch))
                 else:
                     chooser.record(size, len(batch), time.perf_counter() - began)
                     start += len(batch)
@@ -379,6 +385,7 @@ class AutoencoderNet(NeuralNet):
                 # Outside the except block, so the failed batch's tensors are released.
                 if self._on_cuda():
                     torch.cuda.empty_cache()
+            transfers.finish()
         return out
 
     def _batch_size_chooser(self, kind: tuple, inputs: np.ndarray) -> BatchSizeChooser:

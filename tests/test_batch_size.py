@@ -10,12 +10,13 @@ from skconvae import ConvAutoencoderTransformer
 from skconvae import _net as net_module
 from skconvae._batch_size import (
     CPU_CANDIDATES,
-    CUDA_BATCH_SIZE,
+    CUDA_CANDIDATES,
     BatchSizeChooser,
     batch_size_candidates,
     batches_per_round,
     measurement_schedule,
 )
+from skconvae._transfer import HostTransfers
 
 from .conftest import FAST
 
@@ -74,6 +75,24 @@ def test_chooser_ignores_cut_short_batches():
     assert len(chooser.schedule) == len(measurement_schedule((32, 64)))
 
 
+def test_out_of_memory_drops_that_size_and_larger_ones():
+    chooser = BatchSizeChooser((32, 64, 128), measured_samples=128, rounds=2)
+    for size in (32, 32, 32, 64, 64):  # the first round, up to 128's warm-up
+        chooser.record(size, size, size * 1e-5)
+    chooser.out_of_memory(100)  # a batch of 100 (capped, or cut short) did not fit
+    assert {size for size, _ in chooser.schedule} == {32, 64}
+    chooser.record(128, 128, 1.0)  # a stale report of a dropped size only passes
+    assert _run_schedule(chooser, {32: 3e-5, 64: 2e-5}) == [32, 32, 64]
+    assert chooser.chosen == 64
+    chooser.out_of_memory(64)  # once chosen, the choice halves
+    assert chooser.chosen == 32
+    # Measurements of a dropped size are forgotten; with nothing measured, half the size.
+    chooser = BatchSizeChooser((512, 1024))
+    chooser.record(512, 512, 0.0)
+    chooser.out_of_memory(512)
+    assert chooser.schedule == [] and chooser.chosen == 256 and chooser.seconds == {}
+
+
 def test_a_single_candidate_is_used_without_measuring():
     chooser = BatchSizeChooser((96,))
     chooser.record(96, 96, 5.0)
@@ -82,7 +101,7 @@ def test_a_single_candidate_is_used_without_measuring():
 
 def test_candidates_per_device():
     assert batch_size_candidates(on_cuda=False, forced=None) == CPU_CANDIDATES
-    assert batch_size_candidates(on_cuda=True, forced=None) == (CUDA_BATCH_SIZE,)
+    assert batch_size_candidates(on_cuda=True, forced=None) == CUDA_CANDIDATES
     assert batch_size_candidates(on_cuda=False, forced=100) == (100,)
     # Results stay identical across candidates only from 32 samples on (see below).
     assert min(CPU_CANDIDATES) >= 32
@@ -180,3 +199,39 @@ def test_a_short_tail_joins_the_last_batch(fitted, mnist, monkeypatch):
     seen.clear()
     ae.transform(X[:20])  # a call shorter than 32 is one batch
     assert seen == [20]
+
+
+def _fake_events(log: list):
+    """A stand-in for ``torch.cuda.Event``, so that the overlapped path runs on the CPU."""
+
+    class Event:
+        def record(self):
+            log.append("record")
+
+        def synchronize(self):
+            log.append("synchronize")
+
+    return Event
+
+
+def test_overlapped_transfers_copy_each_result_out_one_batch_later(monkeypatch):
+    log = []
+    monkeypatch.setattr(torch.cuda, "Event", _fake_events(log))
+    transfers = HostTransfers("cpu")
+    transfers.overlap, transfers.pin = True, False  # CUDA's path, unpinned
+    out = np.zeros((6, 2), np.float32)
+    batches = [torch.arange(4.0).reshape(2, 2) + 10 * i for i in range(3)]
+    for i, batch in enumerate(batches):
+        on_device = transfers.to_device(batch)
+        assert on_device is not batch  # staged, then sent
+        transfers.to_host(on_device * 2, out[2 * i : 2 * i + 2], wait=False)
+        # The batch before this one is in the output; this one is not, yet.
+        assert (out[2 * i : 2 * i + 2] == 0).all()
+        done = np.concatenate([b.numpy() * 2 for b in batches[:i]] or [np.empty((0, 2))])
+        np.testing.assert_array_equal(out[: 2 * i], done)
+    transfers.finish()
+    np.testing.assert_array_equal(out, torch.cat(batches).numpy() * 2)
+    # Each result waits for its copy only once the next batch is queued.
+    assert log == ["record", "record", "synchronize", "record", "synchronize", "synchronize"]
+    transfers.to_host(torch.ones(2, 2), out[:2])  # wait=True: copied before it returns
+    assert (out[:2] == 1).all() and transfers._pending is None

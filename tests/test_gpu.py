@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from skconvae import ConvAutoencoderTransformer
+from skconvae import _net as net_module
+from skconvae._batch_size import CUDA_CANDIDATES
 
 pytestmark = [
     pytest.mark.gpu,
@@ -48,6 +50,29 @@ def test_cuda_and_cpu_agree(gpu_model, mnist, tmp_path):
     np.testing.assert_allclose(
         cpu_copy.transform(images[:50]), gpu_model.transform(images[:50]), rtol=1e-3, atol=1e-3
     )
+
+
+@pytest.mark.parametrize("size", [512, None], ids=["forced-512", "measured"])
+def test_overlapped_batches_give_the_results_of_one_batch(gpu_model, mnist, size, monkeypatch):
+    """Several batches, each result copied out while the next runs (``_transfer.py``),
+    and the batch-size measurement's waiting batches, against one batch for all."""
+    images, _ = mnist
+    X = np.concatenate([images] * 4)  # 40,000: past the measurement's schedule
+    ae = pickle.loads(pickle.dumps(gpu_model))
+    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", len(X))
+    codes, errors = ae.transform(X), ae.score_samples(X)
+    decoded = ae.inverse_transform(codes)
+    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", size)
+    # To TF32 rounding, which differs between batch sizes (codes are O(1), images 0-255);
+    # a result copied to the wrong rows would be off by far more.
+    for _ in range(2):  # measured: the first call measures, the second overlaps
+        np.testing.assert_allclose(ae.transform(X), codes, rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(ae.score_samples(X), errors, rtol=1e-2)
+        np.testing.assert_allclose(ae.inverse_transform(codes), decoded, rtol=1e-3, atol=0.5)
+    if size is None:
+        chosen = {key[0][0]: c.chosen for key, c in ae.net_._batch_sizes.items()}
+        assert set(chosen) == {"encode", "errors", "decode"}
+        assert set(chosen.values()) <= set(CUDA_CANDIDATES)
 
 
 def test_gpu_model_unpickles_and_transforms_without_cuda(gpu_model, mnist, tmp_path):

@@ -588,6 +588,22 @@ def test_out_of_memory_in_inference_retries_with_smaller_batches(models, data, m
     assert sum(seen[4:]) == n
 
 
+def test_out_of_memory_while_measuring_batch_sizes_is_not_met_again(models, data, monkeypatch):
+    ae = pickle.loads(pickle.dumps(models.ae))  # measures its batch sizes afresh
+    X = np.tile(data.X, (3, 1))  # longer than the schedule left for 32 and 64
+    expected = ae.transform(X)
+    ae.net_._batch_sizes.clear()
+    seen = []
+    monkeypatch.setattr(AutoencoderNet, "_run", _oom_above(100, seen))
+    np.testing.assert_allclose(ae.transform(X), expected, rtol=1e-6, atol=1e-5)
+    assert max(seen) == 128 and seen.count(128) == 1  # 128 failed once and left the schedule
+    (chooser,) = ae.net_._batch_sizes.values()
+    assert chooser.chosen in (32, 64)
+    seen.clear()
+    np.testing.assert_allclose(ae.transform(X), expected, rtol=1e-6, atol=1e-5)
+    assert max(seen) <= 64 + 31  # a short tail joins the last batch
+
+
 def test_out_of_memory_even_for_one_sample_says_what_to_do(models, data, monkeypatch):
     seen = []
     monkeypatch.setattr(AutoencoderNet, "_run", _oom_above(0, seen))
