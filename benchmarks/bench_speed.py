@@ -18,7 +18,12 @@ Sections (``--sections``, all CPU ones by default):
 - ``compile``: ``fit`` and ``transform`` with ``compile=True`` beside eager, in fresh
   processes.
 - ``memmap``: 1,000,000 uint8 28x28 images read from an ``np.memmap``; peak RSS.
-- ``gpu``: train and encode on CUDA (skipped without a GPU).
+- ``gpu_inference``: the ``inference`` section on CUDA, float32 and bfloat16, on 40,000
+  images (MNIST tiled) at batch sizes 512..8192; the hand-written loop's inputs live on
+  the GPU already.
+- ``gpu_train``: the ``train`` section's hand-written loop and skconvae on CUDA,
+  float32 and bfloat16, batch 128 and 1024, data resident on the GPU.
+- ``gpu``: both GPU sections (skipped without a GPU).
 
 Every section prints the machine's load average beside its numbers.
 
@@ -55,6 +60,7 @@ ENTRIES = [
     "keras_torch",
 ]
 CPU_SECTIONS = ["allocator", "inference", "train", "compile", "memmap"]
+GPU_SECTIONS = ["gpu_inference", "gpu_train"]
 
 # The classic network, pinned here and nowhere else.
 # The classic network (Conv(16)-MaxPool-Conv(8) / Conv(8)-Upsample-Conv(1), conv code), trained
@@ -62,6 +68,8 @@ CPU_SECTIONS = ["allocator", "inference", "train", "compile", "memmap"]
 CLASSIC = dict(architecture="classic", loss="bce", lr=1e-3, lr_schedule="constant")
 NETWORKS = {"classic": CLASSIC, "latent_dim=32": {**CLASSIC, "latent_dim": 32}}
 SWEEP_BATCH_SIZES = [32, 64, 128, 256, 512, 1024, 2048]
+GPU_SWEEP_BATCH_SIZES = [512, 1024, 2048, 4096, 8192]
+GPU_INFERENCE_IMAGES = 40_000
 PASSES = {"encode": "transform", "decode": "inverse_transform", "score": "score_samples"}
 # Keys of the net's measured batch sizes, per pass.
 _CHOOSER_KIND = {"encode": "encode", "decode": "decode", "score": "errors"}
@@ -402,49 +410,63 @@ def compile_section(args) -> list[dict]:
 # -- inference --------------------------------------------------------------------------
 
 
-def hand_loops(module, images: np.ndarray, codes: np.ndarray) -> dict:
+def hand_loops(
+    module, images: np.ndarray, codes: np.ndarray, device="cpu", precision=None, resident=True
+):
     """Minimal loops calling the fitted module directly: uint8 batch -> scaled float in
-    ``channels_last`` -> module -> preallocated float32 output."""
+    ``channels_last`` -> module -> preallocated float32 output in host memory.
+
+    On a GPU the module runs under autocast at ``precision``; with ``resident`` the
+    inputs already live in device memory (the loop's best case), else each batch is
+    sent from host memory as the usual ``.to(device)`` does."""
     import torch
 
-    data = torch.from_numpy(images).unsqueeze(1)
-    latent = torch.from_numpy(codes)
+    home = device if resident else "cpu"
+    data = torch.from_numpy(images).unsqueeze(1).to(home)
+    latent = torch.from_numpy(codes).to(home)
     scale, shift = module.input_scale, module.input_shift
     n, cl = len(images), torch.channels_last
+    dtype = {None: None, "float32": None, "bfloat16": torch.bfloat16}[precision]
+
+    def autocast():
+        return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
     def to_network(start, batch):
-        x = data[start : start + batch].float()
+        x = data[start : start + batch].to(device, non_blocking=True).float()
         return x, (x * scale + shift).contiguous(memory_format=cl)
 
     def encode(batch):
         out = np.empty((n, module.n_features_out), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for start in range(0, n, batch):
-                out[start : start + batch] = module.encode(to_network(start, batch)[1]).numpy()
+                z = module.encode(to_network(start, batch)[1]).float()
+                out[start : start + batch] = z.cpu().numpy()
         return out
 
     def decode(batch):
         out = np.empty((n, 1, *images.shape[1:]), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for start in range(0, n, batch):
-                y = module.decode(latent[start : start + batch])
-                out[start : start + batch] = ((y - shift) / scale).numpy()
+                y = module.decode(latent[start : start + batch].to(device)).float()
+                out[start : start + batch] = ((y - shift) / scale).cpu().numpy()
         return out
 
     def score(batch):
         out = np.empty(n, np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for start in range(0, n, batch):
                 x, xn = to_network(start, batch)
-                y = (module.activate(module.reconstruct_logits(xn)) - shift) / scale
-                out[start : start + batch] = -(y - x).square().flatten(1).mean(1).numpy()
+                y = module.activate(module.reconstruct_logits(xn).float())
+                error = ((y - shift) / scale - x).square().flatten(1).mean(1)
+                out[start : start + batch] = -error.cpu().numpy()
         return out
 
     return {"encode": encode, "decode": decode, "score": score}
 
 
 def timed_call(fn) -> tuple[float, float]:
-    """Wall and CPU (user+sys, all threads) seconds of one call."""
+    """Wall and CPU (user+sys, all threads) seconds of one call (every call returns host
+    arrays, so a GPU has finished its work when it returns)."""
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -457,9 +479,17 @@ def run_inference_sweep(args) -> dict:
 
     images = load_images(args.data, 10_000)
     params = NETWORKS[args.network]
-    ae = ConvAutoencoderTransformer(**params, max_epochs=1, random_state=0).fit(images[:8000])
+    device, precision = args.device, args.precision
+    ae = ConvAutoencoderTransformer(
+        **params, max_epochs=1, random_state=0, device=device, precision=precision
+    ).fit(images[:8000])
+    # On a GPU 10,000 images encode in milliseconds: time a longer call.
+    images = np.concatenate([images] * max(1, args.n_infer // len(images)))
     codes = ae.transform(images)
-    hand = hand_loops(ae.net_.module_, images, codes)
+    hand = hand_loops(ae.net_.module_, images, codes, device, precision)
+    # On a GPU also the same loop fed from host memory, as skconvae is.
+    on_gpu = device.startswith("cuda")
+    host = hand_loops(ae.net_.module_, images, codes, device, precision, False) if on_gpu else {}
     ours = {
         "encode": lambda: ae.transform(images),
         "decode": lambda: ae.inverse_transform(codes),
@@ -479,12 +509,16 @@ def run_inference_sweep(args) -> dict:
     for op in ours:  # warm every shape once
         for batch in args.sweep:
             hand[op](batch)
+            if host:
+                host[op](batch)
     times: dict[str, list] = {}
     for r in range(args.rounds):
         for op in ours:
             calls = [("auto", lambda op=op: ours[op]())]
             for batch in args.sweep:
                 calls.append((f"hand {batch}", lambda op=op, b=batch: hand[op](b)))
+                if host:
+                    calls.append((f"host {batch}", lambda op=op, b=batch: host[op](b)))
                 calls.append((f"ours {batch}", lambda op=op, b=batch: forced(op, b)))
             calls = calls[r % len(calls) :] + calls[: r % len(calls)]
             if r % 2:
@@ -514,18 +548,18 @@ def run_inference_sweep(args) -> dict:
     }
 
 
-def inference_section(args) -> list[dict]:
+def inference_section(args, title="CPU") -> list[dict]:
     before = load_average()
     results = []
     for network in NETWORKS:
-        res = subprocess_entry(
-            args, "inference", ["--network", network, "--sweep", *map(str, args.sweep)]
-        )
+        extra = ["--network", network, "--sweep", *map(str, args.sweep)]
+        res = subprocess_entry(args, "inference", [*extra, "--n-infer", str(args.n_infer)])
         if res:
             results.append(res)
     after = load_average()
+    n = results[0]["n_images"] if results else args.n_infer
     print(
-        f"\n### Inference, CPU: 10,000 MNIST images, img/s (median of {args.rounds} "
+        f"\n### Inference, {title}: {n:,} MNIST images, img/s (median of {args.rounds} "
         f"interleaved rounds)\n"
     )
     print(f"{before} before, {after} after.\n")
@@ -545,12 +579,27 @@ def inference_section(args) -> list[dict]:
                 f"{cpu[f'{op} hand {best}']:,.0f} / {cpu[f'{op} auto']:,.0f} | "
                 f"{res['first_call_img_s'][op]:,.0f} |"
             )
-    print("\nBoth curves, img/s per batch size (skconvae with its batch size forced):\n")
+    loops = [("hand", "hand-written"), ("ours", "skconvae")]
+    if results and any(" host " in key for key in results[0]["img_s"]):
+        loops.insert(1, ("host", "hand-written, host data"))
+        print("\nThe hand-written loop fed from host memory (`.to(device)` per batch):\n")
+        print("| network | pass | its best batch | img/s | skconvae x it |")
+        print("|---|---|---|---|---|")
+        for res in results:
+            for op, method in PASSES.items():
+                img_s = res["img_s"]
+                best = max(args.sweep, key=lambda b: img_s[f"{op} host {b}"])
+                ratio = img_s[f"{op} auto"] / img_s[f"{op} host {best}"]
+                print(
+                    f"| {res['network']} | `{method}` | {best} | "
+                    f"{img_s[f'{op} host {best}']:,.0f} | **{ratio:.2f}** |"
+                )
+    print("\nAll curves, img/s per batch size (skconvae with its batch size forced):\n")
     print("| network | pass | loop | " + " | ".join(map(str, args.sweep)) + " |")
     print("|---|---|---|" + "---|" * len(args.sweep))
     for res in results:
         for op, method in PASSES.items():
-            for who, label in (("hand", "hand-written"), ("ours", "skconvae")):
+            for who, label in loops:
                 cells = " | ".join(f"{res['img_s'][f'{op} {who} {b}']:,.0f}" for b in args.sweep)
                 print(f"| {res['network']} | `{method}` | {label} | {cells} |")
     return results
@@ -691,11 +740,15 @@ def main() -> None:
     parser.add_argument("--entries", nargs="+", default=ENTRIES)
     parser.add_argument("--sweep", nargs="+", type=int, default=SWEEP_BATCH_SIZES)
     parser.add_argument(
+        "--n-infer", type=int, default=10_000, help="images per inference call (MNIST, tiled)"
+    )
+    parser.add_argument(
         "--sections",
         nargs="+",
-        choices=[*CPU_SECTIONS, "gpu"],
+        choices=[*CPU_SECTIONS, *GPU_SECTIONS, "gpu"],
         default=CPU_SECTIONS,
-        help="allocator, inference, train, compile, memmap (CPU); gpu: needs CUDA",
+        help="allocator, inference, train, compile, memmap (CPU); gpu_inference, "
+        "gpu_train, or both as gpu: need CUDA",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, 2000 images")
     parser.add_argument("--json", help="write the results here")
@@ -723,8 +776,11 @@ def main() -> None:
         "train": train_section,
         "compile": compile_section,
         "memmap": memmap_section,
-        "gpu": gpu_section,
+        "gpu_inference": gpu_inference_section,
+        "gpu_train": gpu_train_section,
     }
+    if "gpu" in args.sections:
+        args.sections = [*args.sections, *GPU_SECTIONS]
     for name, section in sections.items():
         if name in args.sections:
             report[name] = section(args)
@@ -732,11 +788,27 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
 
-def gpu_section(args) -> list[dict]:
+def gpu_inference_section(args) -> dict:
+    """The inference sweep on CUDA, per precision, at larger batch sizes."""
     import torch
 
     if not torch.cuda.is_available():
-        print("no CUDA device: GPU section skipped")
+        print("no CUDA device: GPU inference section skipped")
+        return {}
+    results = {}
+    for precision in ["float32", "bfloat16"]:
+        child = argparse.Namespace(**vars(args))
+        child.device, child.precision, child.sweep = "cuda", precision, GPU_SWEEP_BATCH_SIZES
+        child.n_infer = max(args.n_infer, GPU_INFERENCE_IMAGES)
+        results[precision] = inference_section(child, title=f"CUDA, {precision}")
+    return results
+
+
+def gpu_train_section(args) -> list[dict]:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device: GPU training section skipped")
         return []
     rows = []
     for precision in ["float32", "bfloat16"]:
@@ -749,23 +821,20 @@ def gpu_section(args) -> list[dict]:
                 if not runs[entry]:
                     continue
                 n = runs[entry][0]["n_images"]
+                s_per_epoch = statistics.median(r["s_per_epoch"] for r in runs[entry])
                 rows.append(
                     {
                         "entry": entry,
                         "precision": precision,
                         "batch_size": batch,
-                        "train_img_s": n / statistics.median(r["s_per_epoch"] for r in runs[entry]),
-                        "encode_img_s": n / statistics.median(r["encode_s"] for r in runs[entry]),
+                        "train_img_s": n / s_per_epoch,
                     }
                 )
-    print("\n### GPU\n")
-    print("| implementation | precision | batch | train img/s | encode img/s |")
-    print("|---|---|---|---|---|")
+    print(f"\n### Training, CUDA: {args.n_images} MNIST images on the GPU\n")
+    print("| implementation | precision | batch | train img/s |")
+    print("|---|---|---|---|")
     for r in rows:
-        print(
-            f"| {r['entry']} | {r['precision']} | {r['batch_size']} | "
-            f"{r['train_img_s']:,.0f} | {r['encode_img_s']:,.0f} |"
-        )
+        print(f"| {r['entry']} | {r['precision']} | {r['batch_size']} | {r['train_img_s']:,.0f} |")
     return rows
 
 
