@@ -139,6 +139,25 @@ def test_score_samples_flags_images_unlike_the_training_set(dense_model, mnist):
 # -- generation ------------------------------------------------------------------------------
 
 
+def test_code_density_is_fitted_with_one_blas_thread(digits, monkeypatch):
+    """Beside torch's idle threads, two BLAS threads made the mixture 3-4x slower."""
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_info
+
+    seen = []
+    original = GaussianMixture.fit
+
+    def fit(self, X, y=None):
+        seen.append(
+            {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+        )
+        return original(self, X, y)
+
+    monkeypatch.setattr(GaussianMixture, "fit", fit)
+    ae = ConvAutoencoderTransformer(**FAST, latent_dim=4).fit(digits[0])
+    assert seen == [{1}] and ae.code_density_.n_components == 10
+
+
 def test_sample_from_code_density(dense_model):
     assert dense_model.code_density_.means_.shape == (10, 8)
     samples = dense_model.sample(12, random_state=0)

@@ -462,6 +462,19 @@ def test_optimizers(digits, optimizer):
     assert isinstance(ae.net_.optimizer_, expected)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_adam_uses_its_fused_kernel_and_other_optimizers_are_left_alone(digits, optimizer):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST, optimizer=optimizer).fit(X)
+    (group,) = ae.net_.optimizer_.param_groups
+    assert group.get("fused") is (True if optimizer != "sgd" else None)
+    # A refit and a continued fit run the same update.
+    again = ConvAutoencoderTransformer(**FAST, optimizer=optimizer).fit(X)
+    np.testing.assert_array_equal(ae.transform(X), again.transform(X))
+    ae.set_params(warm_start=True, max_epochs=1).fit(X)
+    assert ae.net_.optimizer_.param_groups[0].get("fused") is group.get("fused")
+
+
 def test_device_auto_is_decided_at_fit(digits):
     ae = ConvAutoencoderTransformer(**FAST)
     assert ae.device == "auto"
