@@ -55,6 +55,7 @@ ENTRIES = [
     "hand_channels_last",
     "skconvae",
     "hand_kept_memory",
+    "hand_fused",
     "hand_default",
     "skorch_plain",
     "keras_torch",
@@ -131,14 +132,17 @@ def timed_encodes(encode, repeats: int) -> list[float]:
     return times
 
 
-def bench_hand(images, epochs, batch_size, device, channels_last, precision, encode_batch):
-    """A minimal hand-written loop: uint8 tensor, permuted-index batches, scale per batch."""
+def bench_hand(
+    images, epochs, batch_size, device, channels_last, precision, encode_batch, fused=None
+):
+    """A minimal hand-written loop: uint8 tensor, permuted-index batches, scale per batch;
+    ``fused=True``: Adam's fused kernel, as skconvae's ``optimizer="adam"`` runs."""
     torch, nn, encoder, decoder = classic_modules()
     torch.manual_seed(0)
     model = nn.Sequential(encoder, decoder).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
     loss_fn = nn.BCEWithLogitsLoss()
     data = torch.from_numpy(images).unsqueeze(1).to(device)
     dtype = {"float32": None, "bfloat16": torch.bfloat16}[precision]
@@ -258,12 +262,13 @@ def run_entry(args) -> dict:
     if args.entry in ("skconvae", "skconvae_compile"):
         compile = args.entry == "skconvae_compile"
         train, enc, extra = bench_skconvae(images, args.epochs, batch, device, precision, compile)
-    elif args.entry in ("hand_channels_last", "hand_kept_memory"):
-        if args.entry == "hand_kept_memory":  # what skconvae does to glibc (see _allocator.py)
+    elif args.entry in ("hand_channels_last", "hand_kept_memory", "hand_fused"):
+        if args.entry != "hand_channels_last":  # what skconvae does to glibc (_allocator.py)
             from skconvae._allocator import raise_malloc_thresholds
 
             raise_malloc_thresholds()
-        train, enc = bench_hand(images, args.epochs, batch, device, True, precision, batch)
+        fused = True if args.entry == "hand_fused" else None
+        train, enc = bench_hand(images, args.epochs, batch, device, True, precision, batch, fused)
     elif args.entry == "hand_default":
         train, enc = bench_hand(images, args.epochs, batch, device, False, precision, batch)
     elif args.entry == "skorch_plain":
@@ -362,6 +367,7 @@ LABELS = {
     "hand_channels_last": "hand-written PyTorch loop, `channels_last`, uint8 data scaled per batch",
     "skconvae": "**skconvae** `ConvAutoencoderTransformer` (classic network)",
     "hand_kept_memory": "hand-written loop, `channels_last`, glibc thresholds raised as skconvae",
+    "hand_fused": "the same, with Adam's fused kernel as skconvae",
     "hand_default": "hand-written loop, default memory format",
     "skorch_plain": "plain skorch `NeuralNet`, default DataLoader",
     "keras_torch": "Keras 3 on the torch backend, same network",
