@@ -15,6 +15,8 @@ Sections (``--sections``, all CPU ones by default):
 - ``train``: every entry trains the classic network (BCE, Adam 1e-3, batch 128) on the
   same 8000 images, each in a fresh process, rounds interleaved; the first epoch of
   each process (warm-up) is not counted.
+- ``train_in_process``: skconvae's epoch (skorch's ``partial_fit``) and a hand-written
+  loop's, alternating in one process on copies of one fitted network.
 - ``compile``: ``fit`` and ``transform`` with ``compile=True`` beside eager, in fresh
   processes.
 - ``memmap``: 1,000,000 uint8 28x28 images read from an ``np.memmap``; peak RSS.
@@ -60,7 +62,7 @@ ENTRIES = [
     "skorch_plain",
     "keras_torch",
 ]
-CPU_SECTIONS = ["allocator", "inference", "train", "compile", "memmap"]
+CPU_SECTIONS = ["allocator", "inference", "train", "train_in_process", "compile", "memmap"]
 GPU_SECTIONS = ["gpu_inference", "gpu_train"]
 
 # The classic network, pinned here and nowhere else.
@@ -361,6 +363,63 @@ def train_section(args) -> list[dict]:
             f"{r['peak_rss_mb']:,.0f} |"
         )
     return rows
+
+
+def train_in_process_section(args) -> dict:
+    """skconvae's epoch beside a hand-written loop's, alternating in one process.
+
+    The ``train`` section runs each entry in a fresh process, so its ratio holds
+    everything that differs between the processes (imports, memory the fit's setup
+    left behind); here both loops train copies of one fitted classic network on the
+    same tensor in the same process: skconvae through skorch's ``partial_fit`` (one
+    epoch), the hand-written loop with fused Adam as skconvae's ``optimizer="adam"``.
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from skconvae import ConvAutoencoderTransformer
+
+    images = load_images(args.data, args.n_images)
+    params = dict(**CLASSIC, max_epochs=1, batch_size=args.batch_size, random_state=0)
+    net = ConvAutoencoderTransformer(**params).fit(images).net_
+    data = torch.from_numpy(images).unsqueeze(1)
+    module = copy.deepcopy(net.module_).train()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
+
+    def hand_epoch():
+        order = torch.randperm(len(data))
+        for start in range(0, len(data), args.batch_size):
+            x = data[order[start : start + args.batch_size]].float().div_(255)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.binary_cross_entropy_with_logits(module.reconstruct_logits(x), x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+
+    epochs = {"hand": hand_epoch, "skconvae": lambda: net.partial_fit(data)}
+    times: dict[str, list[float]] = {name: [] for name in epochs}
+    before = load_average()
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for name in list(epochs)[:: 1 if r % 2 else -1]:
+            start = time.perf_counter()
+            epochs[name]()
+            if r:
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"\n### Training in one process, CPU: {args.n_images} MNIST images, batch "
+        f"{args.batch_size}, {args.rounds} alternating rounds\n"
+    )
+    print(f"{before} before, {load_average()} after.\n")
+    print("| loop | s/epoch (median) | every round | time vs hand-written |")
+    print("|---|---|---|---|")
+    for name, t in times.items():
+        rounds = ", ".join(f"{x:.3f}" for x in t)
+        print(f"| {name} | {med[name]:.3f} | {rounds} | {med[name] / med['hand']:.2f} |")
+    return {"s_per_epoch": med, "rounds": times}
 
 
 LABELS = {
@@ -753,7 +812,8 @@ def main() -> None:
         nargs="+",
         choices=[*CPU_SECTIONS, *GPU_SECTIONS, "gpu"],
         default=CPU_SECTIONS,
-        help="allocator, inference, train, compile, memmap (CPU); gpu_inference, "
+        help="allocator, inference, train, train_in_process, compile, memmap (CPU); "
+        "gpu_inference, "
         "gpu_train, or both as gpu: need CUDA",
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs, 2000 images")
@@ -780,6 +840,7 @@ def main() -> None:
         "allocator": allocator_section,
         "inference": inference_section,
         "train": train_section,
+        "train_in_process": train_in_process_section,
         "compile": compile_section,
         "memmap": memmap_section,
         "gpu_inference": gpu_inference_section,
