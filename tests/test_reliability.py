@@ -577,7 +577,7 @@ def test_out_of_memory_in_inference_retries_with_smaller_batches(models, data, m
     }[method]
     expected = call()
     seen = []
-    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", 1024)  # CUDA's fixed size
+    monkeypatch.setattr(net_module, "INFERENCE_BATCH_SIZE", 1024)  # one of CUDA's sizes
     monkeypatch.setattr(AutoencoderNet, "_run", _oom_above(100, seen))
     # Equal up to float rounding: a smaller last batch may take other CPU kernels.
     np.testing.assert_allclose(call(), expected, rtol=1e-6, atol=1e-5)
