@@ -115,7 +115,8 @@ class ConvAutoencoderRegressor(
         half cosine over ``max_epochs`` (restarting from ``lr`` when a
         ``warm_start`` fit continues); ``"constant"`` keeps ``lr``.
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
-        Optimizer used for training.
+        Optimizer used for training. Adam and AdamW run PyTorch's fused kernel
+        (``fused=True``) where the device has one (CUDA; the CPU from torch 2.4).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the pairs, stop when their loss has
         not improved for ``n_iter_no_change`` epochs, and keep the best weights.

@@ -162,7 +162,8 @@ class ConvAutoencoderTransformer(
     lr : float, default=2e-3
         Initial learning rate.
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
-        Optimizer used for training.
+        Optimizer used for training. Adam and AdamW run PyTorch's fused kernel
+        (``fused=True``) where the device has one (CUDA; the CPU from torch 2.4).
     lr_schedule : {"cosine", "constant"}, default="cosine"
         ``"cosine"`` anneals the learning rate from ``lr`` towards 0 along a half
         cosine over the ``max_epochs`` epochs (skorch's ``LRScheduler`` with
