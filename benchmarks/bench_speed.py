@@ -134,6 +134,29 @@ def timed_encodes(encode, repeats: int) -> list[float]:
     return times
 
 
+def hand_train_epoch(forward, optimizer, data, batch_size, memory_format, autocast=None):
+    """One epoch of the hand-written training loop: permuted-index batches of the uint8
+    tensor ``data``, scaled to [0, 1] per batch, BCE on ``forward``'s logits, an
+    optimizer step and the loss read back per batch (as skorch records it)."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+
+    autocast = autocast or contextlib.nullcontext
+    order = torch.randperm(len(data)).to(data.device)
+    for start in range(0, len(data), batch_size):
+        x = data[order[start : start + batch_size]].float().div_(255)
+        x = x.contiguous(memory_format=memory_format)
+        with autocast():
+            logits = forward(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+
 def bench_hand(
     images, epochs, batch_size, device, channels_last, precision, encode_batch, fused=None
 ):
@@ -145,23 +168,15 @@ def bench_hand(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
-    loss_fn = nn.BCEWithLogitsLoss()
     data = torch.from_numpy(images).unsqueeze(1).to(device)
     dtype = {"float32": None, "bfloat16": torch.bfloat16}[precision]
     dev_type = torch.device(device).type
 
+    def autocast():
+        return torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None)
+
     def run_epoch():
-        order = torch.randperm(len(data)).to(device)
-        for start in range(0, len(data), batch_size):
-            x = data[order[start : start + batch_size]].float().div_(255)
-            x = x.contiguous(memory_format=fmt)
-            with torch.autocast(dev_type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
-            loss = loss_fn(logits.float(), x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
+        hand_train_epoch(model, optimizer, data, batch_size, fmt, autocast)
 
     def encode():
         out = np.empty((len(images), 8 * 14 * 14), dtype=np.float32)
@@ -377,7 +392,6 @@ def train_in_process_section(args) -> dict:
     import copy
 
     import torch
-    import torch.nn.functional as F
 
     from skconvae import ConvAutoencoderTransformer
 
@@ -389,15 +403,8 @@ def train_in_process_section(args) -> dict:
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3, fused=True)
 
     def hand_epoch():
-        order = torch.randperm(len(data))
-        for start in range(0, len(data), args.batch_size):
-            x = data[order[start : start + args.batch_size]].float().div_(255)
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.binary_cross_entropy_with_logits(module.reconstruct_logits(x), x)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss.item()
+        cl = torch.channels_last
+        hand_train_epoch(module.reconstruct_logits, optimizer, data, args.batch_size, cl)
 
     epochs = {"hand": hand_epoch, "skconvae": lambda: net.partial_fit(data)}
     times: dict[str, list[float]] = {name: [] for name in epochs}
