@@ -138,3 +138,34 @@ def test_memmapped_input_pages_are_released_during_inference(tmp_path, mnist, mo
     assert sum(drops[1:]) == mm.nbytes
     np.testing.assert_array_equal(codes, ae.transform(images[:3000]))
     assert _data.MappedPages(images).mapping is None
+
+
+def test_train_and_eval_modes_switch_only_when_they_change(mnist, monkeypatch):
+    """The mode is set once per switch, not walked over every submodule per batch,
+    and every batch still runs in the right mode, dropout and batch norm included."""
+    from skorch import NeuralNet
+    from skorch.callbacks import Callback
+
+    images, _ = mnist
+    walks, modes = [], []
+    original = NeuralNet._set_training
+
+    def counting(net, training=True):
+        walks.append(training)
+        return original(net, training)
+
+    class Modes(Callback):
+        def on_batch_end(self, net, training=False, **kwargs):
+            submodules = [m.training for m in net.module_.modules()]
+            modes.append((training, set(submodules)))
+
+    monkeypatch.setattr(NeuralNet, "_set_training", counting)
+    params = {**FAST, "max_epochs": 2, "batch_size": 50}
+    params.update(early_stopping=True, validation_fraction=0.2)
+    ae = ConvAutoencoderTransformer(**params, callbacks=[Modes()]).fit(images[:500])
+    # 8 training and 2 validation batches per epoch. A new module starts in training
+    # mode: the switches are to eval for validation, back to training, to eval again.
+    assert [training for training, _ in modes] == ([True] * 8 + [False] * 2) * 2
+    assert all(submodules == {training} for training, submodules in modes)
+    assert walks == [False, True, False]
+    assert not any(m.training for m in ae.net_.module_.modules())
