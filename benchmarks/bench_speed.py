@@ -889,7 +889,8 @@ def gpu_train_section(args) -> list[dict]:
         for batch in [128, 1024]:
             child = argparse.Namespace(**vars(args))
             child.device, child.precision, child.batch_size = "cuda", precision, batch
-            entries = ["hand_channels_last", "skconvae"]
+            # The hand-written loop at its best: with and without Adam's fused kernel.
+            entries = ["hand_channels_last", "hand_fused", "skconvae"]
             runs = interleaved(child, entries, args.rounds)
             for entry in entries:
                 if not runs[entry]:
