@@ -244,8 +244,14 @@ class DataParallel:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         device = torch.device(device)
+        # Buffers (batch norm's running statistics) are not broadcast before every
+        # forward pass: training uses the batch's own statistics, and the net shares
+        # the first process's after each training pass (see share_buffers), which
+        # leaves them as the per-pass broadcast would, one collective a step cheaper.
         self.wrapper = DistributedDataParallel(
-            _Call(module), device_ids=[device.index] if device.type == "cuda" else None
+            _Call(module),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
         )
         self.device = device
 
@@ -265,23 +271,31 @@ class DataParallel:
         share of the global batch makes the average the gradient of the global
         batch's mean loss, however unevenly the batch splits.
         """
+        # The loss's all-reduce runs while the backward pass computes.
+        total, done = self._sum(loss, part, wait=False)
         (loss * (part.n_local * self.world_size / part.n_global)).backward()
-        return self.batch_mean(loss, part)
+        done.wait()
+        return total[0] / part.n_global
 
     def share_buffers(self, module: torch.nn.Module) -> None:
         """Give every process the first process's buffers.
 
         Batch norm's running statistics are updated by each process on its own part
-        of the batches, so they drift apart between DDP's broadcasts.
+        of the batches, so they drift apart while training.
         """
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
 
     def batch_mean(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
         """The mean loss over the global batch, from each process's part mean."""
-        total = (loss.detach().float() * part.n_local).reshape(1)
-        dist.all_reduce(total)
+        total, _ = self._sum(loss, part, wait=True)
         return total[0] / part.n_global
+
+    def _sum(self, loss: torch.Tensor, part: Shard, wait: bool):
+        """``(total, work)``: the sum of the loss over the global batch, all-reduced in
+        place into ``total`` (``work.wait()`` first when not ``wait``)."""
+        total = (loss.detach().float() * part.n_local).reshape(1)
+        return total, dist.all_reduce(total, async_op=not wait)
 
 
 def _check_same_data(dataset, device: torch.device) -> None:

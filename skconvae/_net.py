@@ -202,10 +202,11 @@ class AutoencoderNet(NeuralNet):
         # Methods are compiled lazily in _run instead of wrapping the module.
         return module
 
-    def on_epoch_end(self, net, **kwargs):
-        # Early stopping keeps the best epoch's weights, taken after this hook: under
-        # a launch they must be the same on every process, batch norm's statistics too.
-        if self._parallel is not None:
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        if training and self._parallel is not None:
+            # Under a launch, validation and the best epoch's weights that early
+            # stopping keeps must be the same on every process, batch norm's too.
             self._parallel.share_buffers(self.module_)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
