@@ -79,13 +79,25 @@ def train(config: dict, out: str) -> None:
 # -- the runner ----------------------------------------------------------------------
 
 
-def run(command: list[str], threads: int) -> tuple[float, float]:
-    """Run a command in a fresh process tree; its wall and CPU seconds."""
+def run(commands: list[list[str]], threads: int) -> tuple[float, float]:
+    """Run commands at once, each in a fresh process tree; their wall and CPU seconds."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    children = [
+        subprocess.Popen(
+            command,
+            env={**env, "RANK": str(i)} if len(commands) > 1 else env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for i, command in enumerate(commands)
+    ]
+    for child, command in zip(children, commands, strict=True):
+        _, err = child.communicate()
+        if child.returncode:
+            raise subprocess.CalledProcessError(child.returncode, command, stderr=err)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -101,12 +113,23 @@ def training_command(config: dict, out: str, processes: int) -> list[str]:
 
 
 def measure_training(config: dict, entries: dict, rounds: int) -> dict:
-    """entries: name -> (processes, threads per process). Medians over interleaved rounds."""
+    """entries: name -> (processes, threads per process, launch); launch "torchrun" is
+    one data-parallel run, "apart" that many plain runs at once on 1/processes of the
+    data and of the batch, without communicating. Medians over interleaved rounds."""
     runs = {name: [] for name in entries}
     for _ in range(rounds):
-        for name, (processes, threads) in entries.items():
+        for name, (processes, threads, launch) in entries.items():
             with tempfile.TemporaryDirectory() as out:
-                wall, cpu = run(training_command(config, out, processes), threads)
+                if launch == "apart":
+                    share = {
+                        **config,
+                        "n": config["n"] // processes,
+                        "batch_size": config["batch_size"] // processes,
+                    }
+                    commands = [training_command(share, out, 1)] * processes
+                else:
+                    commands = [training_command(config, out, processes)]
+                wall, cpu = run(commands, threads)
                 ranks = [json.loads(p.read_text()) for p in sorted(Path(out).glob("rank*.json"))]
             epochs = ranks[0]["epoch_s"][1:] or ranks[0]["epoch_s"]
             runs[name].append(
@@ -133,9 +156,16 @@ def ddp_section(args) -> list[str]:
     n = 2000 if args.quick else 8000
     config = {"data": str(args.data), "n": n, "epochs": 2 if args.quick else 4, "batch_size": 128}
     entries = {
-        "1 process x 1 thread": (1, 1),
-        "1 process x 2 threads": (1, 2),
-        "2 gloo processes x 1 thread (torchrun)": (2, 1),
+        "1 process x 1 thread": (1, 1, None),
+        "1 process x 2 threads": (1, 2, None),
+        "2 gloo processes x 1 thread (torchrun)": (2, 1, "torchrun"),
+        # What two processes get from this machine's cores with nothing to exchange:
+        # the floor under the torchrun row's epoch time.
+        "2 independent processes x 1 thread, half the data each, no communication": (
+            2,
+            1,
+            "apart",
+        ),
     }
     summary = measure_training(config, entries, args.rounds)
     base = summary["1 process x 1 thread"]
@@ -148,11 +178,16 @@ def ddp_section(args) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
+        if entries[name][2] == "apart":  # separate fits: their losses and weights say nothing
+            loss, versus, identical = "-", "-", "-"
+        else:
+            loss = f"{row['train_loss']:.5f}"
+            versus = f"{100 * (row['train_loss'] / base['train_loss'] - 1):+.2f}%"
+            identical = "yes" if row["identical"] else "NO"
         lines.append(
             f"| {name} | {row['samples']} | {row['epoch_s']:.2f} "
-            f"| {row['epoch_s'] / base['epoch_s']:.2f}x | {row['train_loss']:.5f} "
-            f"| {100 * (row['train_loss'] / base['train_loss'] - 1):+.2f}% "
-            f"| {row['cpu_s']:.1f} | {'yes' if row['identical'] else 'NO'} |"
+            f"| {row['epoch_s'] / base['epoch_s']:.2f}x | {loss} | {versus} "
+            f"| {row['cpu_s']:.1f} | {identical} |"
         )
     return lines
 
@@ -173,7 +208,9 @@ def gpu_section(args) -> list[str]:
     rows = []
     for processes in sorted({1, gpus}):
         run_config = {**config, "batch_size": 128 * processes}
-        summary = measure_training(run_config, {f"{processes} GPU": (processes, 4)}, args.rounds)
+        summary = measure_training(
+            run_config, {f"{processes} GPU": (processes, 4, "torchrun")}, args.rounds
+        )
         row = summary[f"{processes} GPU"]
         images = config["n"] * config["tile"]
         rows.append((processes, images / row["epoch_s"], row))
