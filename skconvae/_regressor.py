@@ -25,6 +25,7 @@ from ._base import (
 )
 from ._dask import accepts_dask
 from ._distributed import launch_setup
+from ._ensemble import ensemble_predict
 from ._image_networks import ImageToImageNet, ResidualImageNet
 from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
 from ._layout import check_sample_shape, flatten_samples, infer_target_layout
@@ -101,6 +102,14 @@ class ConvAutoencoderRegressor(
     scaling : {"minmax", "symmetric"} or None, default="minmax"
         Per-channel scaling of inputs and targets, each learned at ``fit``.
         Predictions are clipped to the range of the training targets.
+    self_ensemble : bool, default=False
+        ``predict`` (and ``score``) average the network's outputs over the 8 flips
+        and quarter turns of each input image, each output turned back (EDSR+'s
+        self-ensemble; a signal: over itself and its reversal). 8 times the
+        prediction work, for sharper results: on held-out photos in
+        ``benchmarks/bench_restoration.py``, +0.10 to +0.16 dB PSNR denoising at
+        sigma 0.2. Training does not change; set it on a fitted model with
+        ``set_params``.
     max_epochs : int, default=10
         Number of passes over the training pairs.
     batch_size : int, default=16
@@ -188,6 +197,7 @@ class ConvAutoencoderRegressor(
         "residual": ["boolean"],
         "loss": [StrOptions({"auto", "mse", "l1"})],
         "scaling": [None, StrOptions({"minmax", "symmetric"})],
+        "self_ensemble": ["boolean"],
         "lr_schedule": [StrOptions({"cosine", "constant"})],
     }
 
@@ -204,6 +214,7 @@ class ConvAutoencoderRegressor(
         residual=True,
         loss="auto",
         scaling="minmax",
+        self_ensemble=False,
         max_epochs=DEFAULT_EPOCHS,
         batch_size=16,
         lr=1e-3,
@@ -231,6 +242,7 @@ class ConvAutoencoderRegressor(
         self.residual = residual
         self.loss = loss
         self.scaling = scaling
+        self.self_ensemble = self_ensemble
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -446,7 +458,9 @@ class ConvAutoencoderRegressor(
         The network is fully convolutional, so 3-D or 4-D images of another
         height and width than at ``fit`` (same channels and layout) work too: a
         model trained on patches upscales or cleans whole images. Flat rows must
-        have the fitted number of features.
+        have the fitted number of features. With ``self_ensemble=True`` the
+        prediction is the mean of the predictions for the input's 8 flips and
+        quarter turns, each turned back.
 
         Parameters
         ----------
@@ -474,11 +488,19 @@ class ConvAutoencoderRegressor(
         (1, 20, 24)
         """
         images, target_layout = self._validate_inputs(X)
-        predicted = self.net_.reconstruct(images, target_layout.chw)
+        if self.self_ensemble:
+            image_like = self.net_._is_image_module()
+            predicted = ensemble_predict(self._predict_nchw, images, target_layout.chw, image_like)
+        else:
+            predicted = self._predict_nchw(images, target_layout.chw)
+        return target_layout.from_nchw(predicted)
+
+    def _predict_nchw(self, images: np.ndarray, out_chw: tuple[int, int, int]) -> np.ndarray:
+        """Predictions for ``(N, C, H, W)`` images, clipped to the targets' range."""
+        predicted = self.net_.reconstruct(images, out_chw)
         low = self.target_min_.astype(np.float32)[None, :, None, None]
         high = self.target_max_.astype(np.float32)[None, :, None, None]
-        np.clip(predicted, low, high, out=predicted)
-        return target_layout.from_nchw(predicted)
+        return np.clip(predicted, low, high, out=predicted)
 
     def _validate_inputs(self, X):
         """``(N, C, H, W)`` inputs and the layout of their predictions."""

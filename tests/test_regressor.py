@@ -265,3 +265,57 @@ def test_bad_targets(noisy_digits, make_y, match):
     noisy, clean = noisy_digits
     with pytest.raises(ValueError, match=match):
         ConvAutoencoderRegressor(**FAST).fit(noisy[:50], make_y(clean[:50]))
+
+
+def _dihedral(images, turns, mirrored):
+    """A flip and quarter turns of ``(N, H, W[, C])`` images, by NumPy."""
+    view = images[:, :, ::-1] if mirrored else images
+    return np.rot90(view, turns, axes=(1, 2))
+
+
+def _undo_dihedral(images, turns, mirrored):
+    view = np.rot90(images, -turns, axes=(1, 2))
+    return view[:, :, ::-1] if mirrored else view
+
+
+@pytest.mark.parametrize("task", ["denoise", "upscale"])
+def test_self_ensemble_averages_predictions_over_flips_and_turns(task, noisy_digits, photo_pairs):
+    if task == "denoise":
+        noisy, clean = noisy_digits
+        model = ConvAutoencoderRegressor(**FAST).fit(noisy[:600], clean[:600])
+        X = noisy[600:603, :20, :26]  # not square: turns swap height and width
+    else:
+        lr, hr = photo_pairs
+        model = ConvAutoencoderRegressor(**FAST).fit(lr, hr)
+        china = load_sample_images().images[0].astype(np.float32)
+        X = china[None, 100:112, 200:218].reshape(1, 6, 2, 9, 2, 3).mean(axis=(2, 4))
+    plain = model.predict(X)
+    expected = np.mean(
+        [
+            _undo_dihedral(model.predict(np.ascontiguousarray(_dihedral(X, t, m))), t, m)
+            for m in (False, True)
+            for t in range(4)
+        ],
+        axis=0,
+    )
+    ensembled = model.set_params(self_ensemble=True).predict(X)
+    assert ensembled.shape == plain.shape == expected.shape
+    np.testing.assert_allclose(ensembled, expected, rtol=1e-5, atol=1e-4)
+    # The network alone is not symmetric; the ensemble is, up to rounding.
+    mirrored = model.predict(np.ascontiguousarray(X[:, :, ::-1]))[:, :, ::-1]
+    np.testing.assert_allclose(mirrored, ensembled, rtol=1e-5, atol=1e-4)
+    turned = model.predict(np.ascontiguousarray(np.rot90(X, 1, axes=(1, 2))))
+    np.testing.assert_allclose(np.rot90(turned, -1, axes=(1, 2)), ensembled, rtol=1e-5, atol=1e-4)
+    model.set_params(self_ensemble=False)
+    mirrored_plain = model.predict(np.ascontiguousarray(X[:, :, ::-1]))[:, :, ::-1]
+    assert np.abs(mirrored_plain - plain).max() > 1e-3 * np.abs(plain).max()
+
+
+def test_self_ensemble_of_signals_averages_with_the_reversal(digits):
+    X, _ = digits
+    signals = X[:, :60]
+    model = ConvAutoencoderRegressor(**FAST).fit(signals, signals[:, ::-1])
+    plain = model.predict(signals[:5])
+    reversed_back = model.predict(np.ascontiguousarray(signals[:5, ::-1]))[:, ::-1]
+    ensembled = model.set_params(self_ensemble=True).predict(signals[:5])
+    np.testing.assert_allclose(ensembled, (plain + reversed_back) / 2, rtol=1e-5, atol=1e-4)
