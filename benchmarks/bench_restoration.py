@@ -20,7 +20,9 @@ photos treats each colour channel as a grey image).
    trained on noisy/clean pairs of the first 8000 digits, tested on the last 2000.
 
 Every model is ``ConvAutoencoderRegressor()`` with its defaults, except where the
-table names a parameter or ``--params`` sets some. Run from the project root (about 1 h
+table names a parameter or ``--params`` sets some. Each fitted model is scored twice:
+as fitted, and with ``self_ensemble=True`` (the mean prediction over each input's 8
+flips and quarter turns; the same weights, no refit). Run from the project root (about 1 h
 on 2 quiet cores)::
 
     python benchmarks/bench_restoration.py                     # seeds 0 1 2, all sections
@@ -87,6 +89,16 @@ def timed_fit(model, X, y) -> dict:
 # -- 1. denoising ----------------------------------------------------------------------------
 
 
+def self_ensembled(model, predict):
+    """``predict()`` with the model's self-ensemble on: the mean over each input's 8 flips
+    and quarter turns (``self_ensemble=True``), from the same fitted network."""
+    model.set_params(self_ensemble=True)
+    try:
+        return predict()
+    finally:
+        model.set_params(self_ensemble=False)
+
+
 def baselines(noisy: np.ndarray, sigma: float, quick: bool) -> dict:
     """Each classical denoiser's candidate outputs, one per parameter setting."""
     grids = {
@@ -146,11 +158,21 @@ def bench_denoise(args, seed: int, cache: dict) -> dict:
         noisy = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
         model = ConvAutoencoderRegressor(random_state=seed, **_quick(args))
         timing = timed_fit(model, noisy.astype(np.float32), clean)
-        ours = [psnr(model.predict(noisy_test[n][None])[0], clean_test[n]) for n in TEST]
-        results[sigma] = {"baselines": cache[sigma], "skconvae": ours, **timing}
+
+        def scores(model=model, noisy_test=noisy_test):
+            return [psnr(model.predict(noisy_test[n][None])[0], clean_test[n]) for n in TEST]
+
+        ours, ensembled = scores(), self_ensembled(model, scores)
+        results[sigma] = {
+            "baselines": cache[sigma],
+            "skconvae": ours,
+            "self_ensemble": ensembled,
+            **timing,
+        }
         best = max(np.mean(v) for k, v in cache[sigma].items() if k != "noisy input")
         print(
-            f"denoise sigma {sigma}, seed {seed}: {np.mean(ours):.2f} dB, best classical "
+            f"denoise sigma {sigma}, seed {seed}: {np.mean(ours):.2f} dB "
+            f"({np.mean(ensembled):.2f} self-ensembled), best classical "
             f"{best:.2f} dB; fit {timing['fit_s']:.0f} s, {timing['cpu_s']:.0f} CPU s",
             flush=True,
         )
@@ -169,17 +191,20 @@ def report_denoise(runs: list[dict], patches: int, model: str) -> None:
             tuned = "" if method == "noisy input" else ", tuned on each test photo"
             cells = " | ".join(f"{v:.2f}" for v in values)
             print(f"| {method}{tuned} | {cells} | {np.mean(values):.2f} |")
-        ours = np.array([run[sigma]["skconvae"] for run in runs])
-        cells = " | ".join(f"{v:.2f}" for v in ours.mean(axis=0))
-        seeds = ", ".join(f"{v:.2f}" for v in ours.mean(axis=1))
-        print(f"| **`{model}`**, mean of seeds ({seeds}) | {cells} | **{ours.mean():.2f}** |")
         best = max(
             (m for m in first["baselines"] if m != "noisy input"),
             key=lambda m: np.mean(first["baselines"][m]),
         )
+        gains = []
+        for key, name in (("skconvae", model), ("self_ensemble", "the same, self_ensemble=True")):
+            ours = np.array([run[sigma][key] for run in runs])
+            cells = " | ".join(f"{v:.2f}" for v in ours.mean(axis=0))
+            seeds = ", ".join(f"{v:.2f}" for v in ours.mean(axis=1))
+            print(f"| **`{name}`**, mean of seeds ({seeds}) | {cells} | **{ours.mean():.2f}** |")
+            gains.append(f"{ours.mean() - np.mean(first['baselines'][best]):+.2f} dB")
         print(
-            f"\ngain over the best classical method ({best}): "
-            f"{ours.mean() - np.mean(first['baselines'][best]):+.2f} dB; " + _timing(runs, sigma)
+            f"\ngain over the best classical method ({best}): {gains[0]} "
+            f"({gains[1]} self-ensembled); " + _timing(runs, sigma)
         )
 
 
@@ -198,11 +223,17 @@ def channels_as_images(image: np.ndarray) -> np.ndarray:
     return image.transpose(2, 0, 1) if image.ndim == 3 else image[None]
 
 
-def superresolve(model, images: np.ndarray) -> tuple[float, float]:
-    """PSNR of bicubic and of the model on ``(C, H, W)`` high-resolution images."""
+def superresolve(model, images: np.ndarray) -> tuple[float, float, float]:
+    """PSNR of bicubic, of the model and of its self-ensemble on ``(C, H, W)``
+    high-resolution images."""
     low = area_downsample(images)
     bicubic = ndimage.zoom(low, (1, 2, 2), order=3, grid_mode=True, mode="nearest")
-    return psnr(np.clip(bicubic, 0, 1), images), psnr(model.predict(low), images)
+    ensembled = self_ensembled(model, lambda: model.predict(low))
+    return (
+        psnr(np.clip(bicubic, 0, 1), images),
+        psnr(model.predict(low), images),
+        psnr(ensembled, images),
+    )
 
 
 def bench_superres(args, seed: int) -> dict:
@@ -219,7 +250,10 @@ def bench_superres(args, seed: int) -> dict:
         timing = timed_fit(model, area_downsample(high), high)
         scores = {n: superresolve(model, channels_as_images(photo(n))) for n in test_names}
         results[protocol] = {"psnr": scores, **timing}
-        gains = ", ".join(f"{n} {ours - bicubic:+.2f}" for n, (bicubic, ours) in scores.items())
+        gains = ", ".join(
+            f"{n} {ours - bicubic:+.2f} ({ensembled - bicubic:+.2f} self-ensembled)"
+            for n, (bicubic, ours, ensembled) in scores.items()
+        )
         print(
             f"superres {protocol}, seed {seed}: gain over bicubic {gains} dB; "
             f"fit {timing['fit_s']:.0f} s, {timing['cpu_s']:.0f} CPU s",
@@ -233,18 +267,21 @@ def report_superres(runs: list[dict], patches: int, model: str) -> None:
         f"\n### 2x super-resolution (PSNR in dB; trained on {patches} 48x48 patches, "
         "each colour channel a grey image)\n"
     )
-    print(f"| train -> test | aligned bicubic | `{model}` | gain, per seed |")
-    print("|---|---|---|---|")
+    print(
+        f"| train -> test | aligned bicubic | `{model}` | gain, per seed "
+        "| self_ensemble=True | its gain, per seed |"
+    )
+    print("|---|---|---|---|---|---|")
     for protocol in runs[0]:
         for name in runs[0][protocol]["psnr"]:
             bicubic = runs[0][protocol]["psnr"][name][0]
-            ours = [run[protocol]["psnr"][name][1] for run in runs]
             train = "china.jpg" if protocol.startswith("china") else "TRAIN photos"
-            gains = ", ".join(f"{v - bicubic:+.2f}" for v in ours)
-            print(
-                f"| {train} -> {name} | {bicubic:.2f} | {np.mean(ours):.2f} | "
-                f"**{np.mean(ours) - bicubic:+.2f}** ({gains}) |"
-            )
+            cells = []
+            for column in (1, 2):  # the model, its self-ensemble
+                ours = [run[protocol]["psnr"][name][column] for run in runs]
+                gains = ", ".join(f"{v - bicubic:+.2f}" for v in ours)
+                cells.append(f"{np.mean(ours):.2f} | **{np.mean(ours) - bicubic:+.2f}** ({gains})")
+            print(f"| {train} -> {name} | {bicubic:.2f} | {' | '.join(cells)} |")
     for protocol in runs[0]:
         print(f"\n{protocol}: " + _timing(runs, protocol))
 
@@ -269,6 +306,7 @@ def bench_mnist(args, seed: int) -> dict:
     timing = timed_fit(model, noisy_train, np.concatenate([clean_train] * copies))
     return {
         "skconvae": psnr(model.predict(noisy_test), clean_test),
+        "self_ensemble": psnr(self_ensembled(model, lambda: model.predict(noisy_test)), clean_test),
         "noisy input": psnr(noisy_test, clean_test),
         **timing,
     }
@@ -276,11 +314,13 @@ def bench_mnist(args, seed: int) -> dict:
 
 def report_mnist(runs: list[dict], model: str) -> None:
     values = [run["skconvae"] for run in runs]
+    ensembled = [run["self_ensemble"] for run in runs]
     print("\n### Denoising MNIST, sigma = 0.5 clipped (PSNR in dB, last 2000 digits)\n")
     print(
         f"noisy input {runs[0]['noisy input']:.2f}; `{model}` "
         f"**{np.mean(values):.2f}** (seeds: {', '.join(f'{v:.2f}' for v in values)}); "
-        + _timing(runs, None)
+        f"self_ensemble=True **{np.mean(ensembled):.2f}** "
+        f"(seeds: {', '.join(f'{v:.2f}' for v in ensembled)}); " + _timing(runs, None)
     )
 
 
