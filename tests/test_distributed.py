@@ -206,13 +206,19 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout
         torch.set_num_threads(threads)
     with (
         # The user guide's one-GPU-per-worker recipe, on CPU workers: each worker holds one
-        # "GPU" resource and every fit asks for one.
+        # "GPU" resource and every fit asks for one; workers import skconvae as they start.
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=":0"
+            n_workers=2,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            preload=["skconvae"],
+            dashboard_address=":0",
         ) as cluster,
         distributed.Client(cluster) as client,
         parallel_config(backend="dask", resources={"GPU": 1}),
     ):
+        imported = client.run(lambda: "skconvae" in sys.modules)
+        assert list(imported.values()) == [True, True]
         spread = GridSearchCV(_pipeline(), grid, cv=2, n_jobs=-1).fit(X, y)
         ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
         on_worker = client.submit(ae.fit, X).result()
