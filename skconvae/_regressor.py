@@ -107,9 +107,9 @@ class ConvAutoencoderRegressor(
         and quarter turns of each input image, each output turned back (EDSR+'s
         self-ensemble; a signal: over itself and its reversal). 8 times the
         prediction work, for sharper results: on held-out photos in
-        ``benchmarks/bench_restoration.py``, +0.10 to +0.16 dB PSNR denoising at
-        sigma 0.2. Training does not change; set it on a fitted model with
-        ``set_params``.
+        ``benchmarks/bench_restoration.py``, +0.09 to +0.33 dB PSNR per photo
+        (denoising at sigma 0.1 and 0.2, 2x super-resolution). Training does not
+        change; set it on a fitted model with ``set_params``.
     max_epochs : int, default=10
         Number of passes over the training pairs.
     batch_size : int, default=16
