@@ -8,7 +8,8 @@ and averaging (the "self-ensemble" of EDSR+, Lim et al. 2017) cancels part of th
 error (see ``benchmarks/bench_restoration.py``), for 8 times the prediction work. The
 average is equivariant: the ensemble's prediction for a flipped or turned image is the
 flipped or turned prediction, up to float rounding. 1-D signals have one flip
-(reversal) and no rotation.
+(reversal) and no rotation. It assumes the training images had no preferred
+orientation: on upright MNIST digits it denoised 0.20 dB worse.
 """
 
 from __future__ import annotations
