@@ -272,9 +272,9 @@ class DataParallel:
         batch's mean loss, however unevenly the batch splits.
         """
         # The loss's all-reduce runs while the backward pass computes.
-        total, done = self._sum(loss, part, wait=False)
+        total, summing = self._start_sum(loss, part)
         (loss * (part.n_local * self.world_size / part.n_global)).backward()
-        done.wait()
+        summing.wait()
         return total[0] / part.n_global
 
     def share_buffers(self, module: torch.nn.Module) -> None:
@@ -288,14 +288,15 @@ class DataParallel:
 
     def batch_mean(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
         """The mean loss over the global batch, from each process's part mean."""
-        total, _ = self._sum(loss, part, wait=True)
+        total, summing = self._start_sum(loss, part)
+        summing.wait()
         return total[0] / part.n_global
 
-    def _sum(self, loss: torch.Tensor, part: Shard, wait: bool):
-        """``(total, work)``: the sum of the loss over the global batch, all-reduced in
-        place into ``total`` (``work.wait()`` first when not ``wait``)."""
+    def _start_sum(self, loss: torch.Tensor, part: Shard):
+        """``(total, work)``: start summing the loss over the global batch into
+        ``total``, in place; it holds the sum once ``work.wait()`` returns."""
         total = (loss.detach().float() * part.n_local).reshape(1)
-        return total, dist.all_reduce(total, async_op=not wait)
+        return total, dist.all_reduce(total, async_op=True)
 
 
 def _check_same_data(dataset, device: torch.device) -> None:
