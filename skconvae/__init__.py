@@ -1,5 +1,6 @@
 """skconvae: a convolutional autoencoder that behaves like a scikit-learn transformer."""
 
+from ._distributed import dask_setup  # noqa: F401  (Dask's hook for preload=["skconvae"])
 from ._exceptions import (
     FitInterruptedWarning,
     ModelFileError,

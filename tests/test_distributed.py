@@ -189,6 +189,12 @@ def _pipeline():
     )
 
 
+def _modules_imported_by_an_optimizer() -> list[str]:
+    before = set(sys.modules)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    return sorted(set(sys.modules) - before)
+
+
 def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout):
     distributed = pytest.importorskip("distributed")
     da = pytest.importorskip("dask.array")
@@ -219,6 +225,10 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout
     ):
         imported = client.run(lambda: "skconvae" in sys.modules)
         assert list(imported.values()) == [True, True]
+        # skconvae's preload hook has built an optimizer: a fit's first one imports
+        # nothing more (torch imports its compiler stack then, about 2 s).
+        first_optimizer = client.run(_modules_imported_by_an_optimizer)
+        assert list(first_optimizer.values()) == [[], []]
         spread = GridSearchCV(_pipeline(), grid, cv=2, n_jobs=-1).fit(X, y)
         ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
         on_worker = client.submit(ae.fit, X).result()
