@@ -31,6 +31,7 @@ from ._batch_size import MIN_BATCH_SIZE, BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
+from ._folding import BatchNormFolding
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
 from ._transfer import HostTransfers
@@ -155,6 +156,7 @@ class AutoencoderNet(NeuralNet):
             self.module_.to(memory_format=torch.channels_last)
         self._compiled = {}
         self._batch_sizes = {}
+        self._folding = BatchNormFolding()
         return self
 
     def get_params_for_optimizer(self, prefix, named_parameters):
@@ -270,6 +272,8 @@ class AutoencoderNet(NeuralNet):
             raise
         finally:
             del self._draws  # a generator neither pickles nor deep-copies
+            # Fused Adam changes weights without counting it in their versions.
+            self.__dict__.setdefault("_folding", BatchNormFolding()).invalidate()
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
@@ -328,12 +332,14 @@ class AutoencoderNet(NeuralNet):
         # Measured batch sizes belong to this machine, not to the model.
         state.pop("_batch_sizes", None)
         state.pop("_parallel", None)
+        state.pop("_folding", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._compiled = {}
         self._batch_sizes = {}
+        self._folding = BatchNormFolding()
 
     # -- tensors in and out of the network ----------------------------------------
 
@@ -378,15 +384,21 @@ class AutoencoderNet(NeuralNet):
         y = self.module_.denormalize(y.float())
         return y if self._is_image_module() else y.unsqueeze(2)
 
-    def _run(self, method: str, x: torch.Tensor, compiled: bool = False, **kwargs) -> torch.Tensor:
-        """Call a module method under the configured precision, compiled if asked."""
-        fn = getattr(self.module_, method)
+    def _run(
+        self, method: str, x: torch.Tensor, compiled: bool = False, module=None, **kwargs
+    ) -> torch.Tensor:
+        """Call a method of ``module`` (default: the trained module) under the configured
+        precision, compiled if asked."""
+        module = self.module_ if module is None else module
+        fn = getattr(module, method)
         if compiled:
-            if method not in self._compiled:
+            # A compiled method holds its module, whose id then stays its own.
+            key = (method, id(module))
+            if key not in self._compiled:
                 # Dynamic batch: the measured batch sizes and last batches compile once.
                 params = {"dynamic": True, **self.get_params_for("compile")}
-                self._compiled[method] = torch.compile(fn, **params)
-            fn = self._compiled[method]
+                self._compiled[key] = torch.compile(fn, **params)
+            fn = self._compiled[key]
         if self._parallel is not None and torch.is_grad_enabled():
             fn = functools.partial(self._parallel.forward, fn)
         dtype = _PRECISIONS[self.precision]
@@ -469,11 +481,15 @@ class AutoencoderNet(NeuralNet):
         return choosers.setdefault(key, BatchSizeChooser(candidates))
 
     def _inference_run(self, eager: bool = False):
-        """``(run, compiled)``: ``_run`` for inference, compiled when ``compile=True``
-        unless ``eager``."""
-        if self.compile and not eager:
-            return functools.partial(self._run, compiled=True), True
-        return self._run, False
+        """``(run, compiled)``: ``_run`` for inference on the module in eval mode with its
+        batch norms folded (see ``_folding.py``), compiled when ``compile=True`` unless
+        ``eager``."""
+        self._set_training(False)
+        folding = self.__dict__.setdefault("_folding", BatchNormFolding())
+        compiled = bool(self.compile and not eager)
+        return functools.partial(
+            self._run, compiled=compiled, module=folding(self.module_)
+        ), compiled
 
     def encode(self, images: np.ndarray, eager: bool = False) -> np.ndarray:
         """Codes of ``(N, C, H, W)`` images, float32 ``(N, n_features_out)``.

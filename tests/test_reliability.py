@@ -556,11 +556,11 @@ def test_ctrl_c_before_training_starts_leaves_the_estimator_as_it_was(digits, mo
 def _oom_above(limit, seen):
     original = AutoencoderNet._run
 
-    def run(self, method, x):
+    def run(self, method, x, **kwargs):
         seen.append(len(x))
         if len(x) > limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(self, method, x)
+        return original(self, method, x, **kwargs)
 
     return run
 
@@ -615,7 +615,7 @@ def test_out_of_memory_even_for_one_sample_says_what_to_do(models, data, monkeyp
 def test_other_errors_are_not_retried(models, data, monkeypatch):
     calls = []
 
-    def broken(self, method, x):
+    def broken(self, method, x, **kwargs):
         calls.append(len(x))
         raise RuntimeError("a bug, not a lack of memory")
 
