@@ -2,9 +2,8 @@
 
 Inference reads NumPy batches and writes NumPy results. On the CPU the result is
 copied straight into the output array by NumPy's assignment, not by torch's
-``copy_``: the output is fresh memory, faulted in page by page as it is written,
-and torch's copy splits each batch over its threads, which then fault pages at
-once. Measured in one process on the 2-core CPU, writing the classic encoder's
+``copy_``, which was slower into this fresh memory (faulted in page by page as it is
+written; torch's copy may split a batch over its threads, ours is one). Measured in one process on the 2-core CPU, writing the classic encoder's
 codes (1,568 floats an image) at batch 128 that way made ``transform`` 0.85x a
 hand-written loop that assigns with NumPy; NumPy's assignment gave 0.97x (batch
 256: 1.00x and 1.03x). On CUDA, a copy between the device and
