@@ -31,7 +31,7 @@ from ._batch_size import MIN_BATCH_SIZE, BatchSizeChooser, batch_size_candidates
 from ._data import BatchIterator, ImageBatches, MappedPages, as_compact_tensor
 from ._distributed import data_parallel, task_threads
 from ._exceptions import FitInterruptedWarning, NonFiniteLossError
-from ._folding import BatchNormFolding
+from ._inference_network import InferenceNetwork
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
 from ._transfer import HostTransfers
@@ -156,7 +156,7 @@ class AutoencoderNet(NeuralNet):
             self.module_.to(memory_format=torch.channels_last)
         self._compiled = {}
         self._batch_sizes = {}
-        self._folding = BatchNormFolding()
+        self._inference_network = InferenceNetwork()
         return self
 
     def get_params_for_optimizer(self, prefix, named_parameters):
@@ -273,7 +273,7 @@ class AutoencoderNet(NeuralNet):
         finally:
             del self._draws  # a generator neither pickles nor deep-copies
             # Fused Adam changes weights without counting it in their versions.
-            self.__dict__.setdefault("_folding", BatchNormFolding()).invalidate()
+            self.__dict__.setdefault("_inference_network", InferenceNetwork()).invalidate()
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
@@ -332,14 +332,14 @@ class AutoencoderNet(NeuralNet):
         # Measured batch sizes belong to this machine, not to the model.
         state.pop("_batch_sizes", None)
         state.pop("_parallel", None)
-        state.pop("_folding", None)
+        state.pop("_inference_network", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         self._compiled = {}
         self._batch_sizes = {}
-        self._folding = BatchNormFolding()
+        self._inference_network = InferenceNetwork()
 
     # -- tensors in and out of the network ----------------------------------------
 
@@ -482,14 +482,13 @@ class AutoencoderNet(NeuralNet):
 
     def _inference_run(self, eager: bool = False):
         """``(run, compiled)``: ``_run`` for inference on the module in eval mode with its
-        batch norms folded (see ``_folding.py``), compiled when ``compile=True`` unless
+        exact rewrites (see ``_inference_network.py``), compiled when ``compile=True`` unless
         ``eager``."""
         self._set_training(False)
-        folding = self.__dict__.setdefault("_folding", BatchNormFolding())
+        network = self.__dict__.setdefault("_inference_network", InferenceNetwork())
         compiled = bool(self.compile and not eager)
-        return functools.partial(
-            self._run, compiled=compiled, module=folding(self.module_)
-        ), compiled
+        run = functools.partial(self._run, compiled=compiled, module=network(self.module_))
+        return run, compiled
 
     def encode(self, images: np.ndarray, eager: bool = False) -> np.ndarray:
         """Codes of ``(N, C, H, W)`` images, float32 ``(N, n_features_out)``.

@@ -3,12 +3,14 @@
 Inference reads NumPy batches and writes NumPy results. On the CPU the result is
 copied straight into the output array by NumPy's assignment, not by torch's
 ``copy_``, which was slower into this fresh memory (faulted in page by page as it is
-written; torch's copy may split a batch over its threads, ours is one). Measured in one process on the 2-core CPU, writing the classic encoder's
-codes (1,568 floats an image) at batch 128 that way made ``transform`` 0.85x a
-hand-written loop that assigns with NumPy; NumPy's assignment gave 0.97x (batch
-256: 1.00x and 1.03x). On CUDA, a copy between the device and
-ordinary (pageable) host memory makes the host wait: the driver stages it through
-a pinned buffer of its own, and the next batch is not prepared until it is done.
+written; torch's copy may split a batch over its threads, ours is one). Measured in
+one process on the 2-core CPU, writing the classic encoder's codes (1,568 floats an
+image) at batch 128 that way made ``transform`` 0.85x a hand-written loop that
+assigns with NumPy; NumPy's assignment gave 0.97x (batch 256: 1.00x and 1.03x).
+
+On CUDA, a copy between the device and ordinary (pageable) host memory makes the
+host wait: the driver stages it through a pinned buffer of its own, and the next
+batch is not prepared until it is done.
 Measured on an H200, encoding from host arrays ran at 0.66-0.96x a loop whose
 inputs already lived on the GPU, and the gap was the waiting, not the arithmetic.
 

@@ -1,4 +1,4 @@
-"""Inference runs the network with each batch norm folded into the convolution before it."""
+"""Inference runs the trained network rewritten: batch norm folded, ReLU after max pooling."""
 
 import pickle
 
@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from skconvae import ConvAutoencoderTransformer
-from skconvae._folding import BatchNormFolding
+from skconvae._inference_network import InferenceNetwork
 
 from .conftest import FAST
 
@@ -37,12 +37,14 @@ def test_inference_runs_the_folded_network_and_gives_the_trained_ones_codes(fitt
     ae = pickle.loads(pickle.dumps(fitted))
     codes = ae.transform(images[:300])
     trained = ae.net_.module_
-    folded = ae.net_._folding(trained)
+    folded = ae.net_._inference_network(trained)
     assert len(_norms(trained)) == 3 and _norms(folded) == []
-    # Only the folded pairs are new: every other layer is the trained one.
+    # Only the folded pairs and the moved ReLU are new: every other layer is the trained one.
     assert folded.to_latent is trained.to_latent
-    assert folded.encoder[2] is trained.encoder[2]  # the ReLU after the first pair
     assert isinstance(folded.encoder[1], nn.Identity)
+    assert folded.encoder[2] is trained.encoder[3]  # the pooling, now before the ReLU
+    assert folded.encoder[3].inplace and not trained.encoder[2].inplace
+    assert folded.encoder[6] is trained.encoder[6]  # the last ReLU: no pooling after it
     np.testing.assert_allclose(codes, _unfolded_codes(ae, images[:300]), rtol=1e-5, atol=1e-5)
     # The trained module keeps its own layers and memory format.
     assert isinstance(trained.encoder[1], nn.BatchNorm2d)
@@ -53,13 +55,13 @@ def test_the_folded_network_follows_every_change_of_the_weights(fitted, mnist):
     images, _ = mnist
     ae = pickle.loads(pickle.dumps(fitted))
     first = ae.transform(images[:200])
-    folded = ae.net_._folding(ae.net_.module_)
+    folded = ae.net_._inference_network(ae.net_.module_)
     ae.partial_fit(images[600:900])  # optimizer steps and new running statistics
     after_steps = ae.transform(images[:200])
     assert not np.allclose(after_steps, first, atol=1e-3)
     np.testing.assert_allclose(after_steps, _unfolded_codes(ae, images[:200]), rtol=1e-5, atol=1e-5)
     # The same folded object, refreshed in place (a compiled copy of it stays valid).
-    assert ae.net_._folding(ae.net_.module_) is folded
+    assert ae.net_._inference_network(ae.net_.module_) is folded
     # Weights loaded in place, and a running statistic changed by hand.
     ae.net_.module_.load_state_dict(fitted.net_.module_.state_dict())
     np.testing.assert_allclose(ae.transform(images[:200]), first, rtol=1e-5, atol=1e-5)
@@ -82,7 +84,7 @@ def test_folding_under_a_callers_inference_mode_leaves_later_refreshes_working(f
 
 
 def test_only_fixed_batch_norms_right_after_a_convolution_fold():
-    folding = BatchNormFolding()
+    folding = InferenceNetwork()
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU()).eval()
     assert folding(plain) is plain  # nothing to fold: the module itself runs
     training = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))  # normalises by the batch
@@ -99,3 +101,44 @@ def test_only_fixed_batch_norms_right_after_a_convolution_fold():
     assert isinstance(folded[1], nn.Identity)
     x = torch.randn(4, 2, 16)
     torch.testing.assert_close(folded(x), signal(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_classic_network_rectifies_after_pooling_with_bit_identical_codes(mnist):
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(architecture="classic", max_epochs=1, random_state=0)
+    ae.fit(images[:500])
+    trained = ae.net_.module_
+    fast = ae.net_._inference_network(trained)
+    assert _norms(trained) == []
+    layers = [type(layer).__name__ for layer in fast.encoder]
+    assert layers == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU"]
+    assert [type(layer).__name__ for layer in trained.encoder][1:3] == ["ReLU", "MaxPool2d"]
+    # max(relu(a), relu(b)) == relu(max(a, b)) exactly: not merely close.
+    np.testing.assert_array_equal(ae.transform(images[:300]), _unfolded_codes(ae, images[:300]))
+    np.testing.assert_array_equal(
+        ae.score_samples(images[:300]), _unrewritten_scores(ae, images[:300])
+    )
+
+
+def _unrewritten_scores(ae, images):
+    module = ae.net_.module_.eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(images[:, None]).float()
+        recon = module.denormalize(module(module.normalize(x)).float())
+        return -(recon - x).double().square().flatten(1).mean(1).numpy()
+
+
+def test_relu_and_max_pooling_swap_only_when_plain():
+    network = InferenceNetwork()
+    indices = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
+    assert network(indices) is indices
+    leaky = nn.Sequential(nn.LeakyReLU(), nn.MaxPool2d(2))  # also monotone, but not swapped
+    assert network(leaky) is leaky
+    average = nn.Sequential(nn.ReLU(), nn.AvgPool2d(2))  # not exact: the mean of rectified values
+    assert network(average) is average
+    signal = nn.Sequential(nn.ReLU(), nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True))
+    fast = network(signal)
+    assert isinstance(fast[0], nn.MaxPool1d) and fast[1].inplace
+    x = torch.randn(4, 3, 17)
+    x[0, 0, :3] = float("nan")
+    torch.testing.assert_close(fast(x), signal(x), rtol=0, atol=0, equal_nan=True)
