@@ -118,7 +118,7 @@ class InferenceNetwork:
         self._lock = threading.Lock()
         self._structure = None  # which modules the rewritten copy was built from
         self._versions = None  # the state of the tensors its convolutions came from
-        self._folded: nn.Module | None = None
+        self._rewritten: nn.Module | None = None
         self._pairs: list[tuple[nn.Module, _BatchNorm, nn.Module]] = []
 
     def __call__(self, module: nn.Module) -> nn.Module:
@@ -128,13 +128,13 @@ class InferenceNetwork:
             if structure != self._structure:
                 self._build(module)
                 self._structure = structure
-            if self._folded is module:  # nothing to rewrite
+            if self._rewritten is module:  # nothing to rewrite
                 return module
             versions = _version_key(_pair_tensors(self._pairs))
             if versions != self._versions:
                 self._refresh()
                 self._versions = versions
-            return self._folded
+            return self._rewritten
 
     def invalidate(self) -> None:
         """Recompute the folded convolutions at the next call (after training)."""
@@ -143,18 +143,18 @@ class InferenceNetwork:
 
     def _build(self, module: nn.Module) -> None:
         self._pairs, self._versions = [], None
-        self._folded = self._fold(module)
+        self._rewritten = self._rewrite(module)
 
-    def _fold(self, module: nn.Module) -> nn.Module:
+    def _rewrite(self, module: nn.Module) -> nn.Module:
         """A shallow copy of ``module`` with the patterns rewritten, or ``module``
         itself when nothing under it is."""
         children = dict(module._modules)
         changed = False
         for name, child in children.items():
             if child is not None:
-                folded = self._fold(child)
-                changed |= folded is not child
-                children[name] = folded
+                rewritten = self._rewrite(child)
+                changed |= rewritten is not child
+                children[name] = rewritten
         if isinstance(module, nn.Sequential):
             names = list(children)
             for first, second in itertools.pairwise(names):

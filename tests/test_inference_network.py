@@ -72,7 +72,7 @@ def test_the_folded_network_follows_every_change_of_the_weights(fitted, mnist):
     )
 
 
-def test_folding_under_a_callers_inference_mode_leaves_later_refreshes_working(fitted, mnist):
+def test_inference_under_a_callers_inference_mode_leaves_later_refreshes_working(fitted, mnist):
     images, _ = mnist
     ae = pickle.loads(pickle.dumps(fitted))
     with torch.inference_mode():
