@@ -52,6 +52,22 @@ def test_cuda_and_cpu_agree(gpu_model, mnist, tmp_path):
     )
 
 
+def test_the_rewritten_inference_network_runs_on_cuda_with_the_trained_modules_codes(
+    gpu_model, mnist
+):
+    images, _ = mnist
+    codes = gpu_model.transform(images[:200])
+    module = gpu_model.net_.module_
+    fast = gpu_model.net_._inference_network(module)
+    assert fast is not module and all(p.is_cuda for p in fast.parameters())
+    with torch.inference_mode():
+        x = torch.from_numpy(images[:200, None]).float().cuda()
+        x = x.contiguous(memory_format=torch.channels_last)
+        expected = module.encode(module.normalize(x)).cpu().numpy()
+    # cuDNN may pick other kernels (TF32 among them) for the folded convolutions.
+    np.testing.assert_allclose(codes, expected, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.parametrize("size", [512, None], ids=["forced-512", "measured"])
 def test_overlapped_batches_give_the_results_of_one_batch(gpu_model, mnist, size, monkeypatch):
     """Several batches, each result copied out while the next runs (``_transfer.py``),
