@@ -273,7 +273,7 @@ class AutoencoderNet(NeuralNet):
         finally:
             del self._draws  # a generator neither pickles nor deep-copies
             # Fused Adam changes weights without counting it in their versions.
-            self.__dict__.setdefault("_inference_network", InferenceNetwork()).invalidate()
+            self._inference_network.invalidate()
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         # The loss is already on the host, in the history: checking it costs nothing.
@@ -426,9 +426,9 @@ class AutoencoderNet(NeuralNet):
     def _map_batches(self, kind: tuple, inputs: np.ndarray, out: np.ndarray, fn) -> np.ndarray:
         """Fill ``out`` with ``fn`` of batches of ``inputs``, halving batches on out-of-memory.
 
-        ``kind`` names the pass for the batch-size measurement (see ``_batch_size.py``).
+        ``kind`` names the pass for the batch-size measurement (see ``_batch_size.py``);
+        ``fn`` runs the network that :meth:`_inference_run` set up, in eval mode.
         """
-        self._set_training(False)
         chooser = self._batch_size_chooser(kind, inputs)
         start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
@@ -485,9 +485,9 @@ class AutoencoderNet(NeuralNet):
         exact rewrites (see ``_inference_network.py``), compiled when ``compile=True`` unless
         ``eager``."""
         self._set_training(False)
-        network = self.__dict__.setdefault("_inference_network", InferenceNetwork())
         compiled = bool(self.compile and not eager)
-        run = functools.partial(self._run, compiled=compiled, module=network(self.module_))
+        network = self._inference_network(self.module_)
+        run = functools.partial(self._run, compiled=compiled, module=network)
         return run, compiled
 
     def encode(self, images: np.ndarray, eager: bool = False) -> np.ndarray:
