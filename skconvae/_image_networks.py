@@ -8,8 +8,9 @@ Upscaling is sub-pixel (Shi et al. 2016, ESPCN): the last convolution predicts
 ``scale ** d`` values per output channel at the input's resolution and a pixel
 shuffle interleaves them, so every convolution runs on the small grid.
 
-- :class:`ResidualImageNet`, the default: a plain stack of residual blocks at full
-  resolution (DnCNN / EDSR style).
+- :class:`ResidualImageNet`, the default: a plain stack of residual blocks at the
+  input's resolution (DnCNN / EDSR style) or, with ``downscale``, on a coarser grid
+  reached by a pixel unshuffle (FFDNet style).
 - :class:`ImageToImageNet`: a U-Net (max-pooling encoder, decoder with skip
   connections); a larger receptive field for the same cost, but a weaker
   restorer of fine detail in the measurements of ``benchmarks/bench_restoration.py``.
@@ -160,10 +161,10 @@ class ResidualImageNet(_ImageToImageBase):
     ``Conv(filters[0])`` then one residual block per entry of ``filters`` (two
     convolutions of that width with a ReLU between, plus the block's input), a
     ReLU and the output convolution; every convolution runs at the input's
-    resolution. Blocks start as identities and the output convolution at zero,
-    so with ``residual=True`` an untrained network returns the input (or its
-    bicubic interpolation) and training learns the correction, as in DnCNN
-    (Zhang et al. 2017) and EDSR (Lim et al. 2017).
+    resolution, or ``downscale`` times coarser. Blocks start as identities and
+    the output convolution at zero, so with ``residual=True`` an untrained
+    network returns the input (or its bicubic interpolation) and training learns
+    the correction, as in DnCNN (Zhang et al. 2017) and EDSR (Lim et al. 2017).
 
     Parameters
     ----------
@@ -181,6 +182,16 @@ class ResidualImageNet(_ImageToImageBase):
         Size of every convolution kernel.
     residual : bool, default=True
         Add the (interpolated) input to the output; needs ``in_channels == out_channels``.
+    downscale : int, default=1
+        Run the convolutions on a grid ``downscale`` times coarser: a pixel
+        unshuffle turns each ``downscale``-sided block of pixels into one pixel
+        with ``downscale**d`` times the channels (no information lost), and the
+        output convolution predicts ``(scale * downscale)**d`` values per coarse
+        pixel and output channel, interleaved back by a pixel shuffle (FFDNet,
+        Zhang et al. 2018). Each convolution sees ``downscale`` times farther;
+        widths ``downscale`` times larger keep the cost per pixel. Sides that
+        are not multiples of ``downscale`` are padded (edge values repeated) and
+        the output cropped.
     input_shift, input_scale, target_shift, target_scale : sequence of float or None
         Per-channel affine maps from data units to normalised units.
 
@@ -194,6 +205,11 @@ class ResidualImageNet(_ImageToImageBase):
     >>> x = torch.rand(1, 1, 37, 50)                    # any size: fully convolutional
     >>> torch.equal(ResidualImageNet(in_channels=1, out_channels=1, input_size=(8, 8))(x), x)
     True
+    >>> coarse = ResidualImageNet(
+    ...     in_channels=1, out_channels=1, input_size=(8, 8), filters=(64, 64), downscale=2
+    ... )
+    >>> coarse(x).shape                                 # odd sides: padded, then cropped
+    torch.Size([1, 1, 37, 50])
     """
 
     def __init__(
@@ -206,6 +222,7 @@ class ResidualImageNet(_ImageToImageBase):
         filters: Sequence[int] = (32, 32, 32, 32),
         kernel_size: int = 3,
         residual: bool = True,
+        downscale: int = 1,
         input_shift: Sequence[float] | None = None,
         input_scale: Sequence[float] | None = None,
         target_shift: Sequence[float] | None = None,
@@ -220,12 +237,14 @@ class ResidualImageNet(_ImageToImageBase):
         }
         self._init_units(in_channels, out_channels, input_size, scale, residual, units)
         conv, spatial = self._conv, len(self.input_size)
-        self.stem = conv(in_channels, filters[0], kernel_size, padding="same")
+        self.downscale = int(downscale)
+        self.stem = conv(in_channels * downscale**spatial, filters[0], kernel_size, padding="same")
         widths = [filters[0], *filters]
         self.blocks = nn.Sequential(
             *(_ResidualBlock(conv, w_in, w, kernel_size) for w_in, w in itertools.pairwise(widths))
         )
-        self.head = conv(filters[-1], out_channels * scale**spatial, kernel_size, padding="same")
+        out_per_pixel = out_channels * (scale * downscale) ** spatial
+        self.head = conv(filters[-1], out_per_pixel, kernel_size, padding="same")
         if self.residual:
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -255,8 +274,18 @@ class ResidualImageNet(_ImageToImageBase):
         >>> net(torch.rand(2, 3, 20, 30)).shape
         torch.Size([2, 3, 40, 60])
         """
-        h = F.relu(self.blocks(self.stem(x)))
-        return self._add_base(x, _pixel_shuffle(self.head(h), self.scale))
+        d = self.downscale
+        if d == 1:
+            h = F.relu(self.blocks(self.stem(x)))
+            return self._add_base(x, _pixel_shuffle(self.head(h), self.scale))
+        size = tuple(x.shape[2:])
+        padded = tuple(math.ceil(s / d) * d for s in size)
+        pad = [p for s, q in zip(reversed(size), reversed(padded), strict=True) for p in (0, q - s)]
+        h = F.pad(x, pad, mode="replicate") if any(pad) else x
+        h = F.relu(self.blocks(self.stem(_pixel_unshuffle(h, d))))
+        out = _pixel_shuffle(self.head(h), self.scale * d)
+        out = _crop_to(out, tuple(s * self.scale for s in size), (0,) * len(size))
+        return self._add_base(x, out)
 
 
 class ImageToImageNet(_ImageToImageBase):
@@ -399,6 +428,16 @@ def _crop_to(x: torch.Tensor, size: tuple[int, ...], offsets: tuple[int, ...]) -
         if x.shape[dim] != s:
             x = x.narrow(dim, o, s)
     return x
+
+
+def _pixel_unshuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Rearrange ``(N, C, *size)`` into ``(N, C * factor**d, *(size / factor))``: the
+    inverse of :func:`_pixel_shuffle` (sides must be multiples of ``factor``)."""
+    if x.dim() == 4:
+        return F.pixel_unshuffle(x, factor)
+    n, channels, length = x.shape
+    x = x.reshape(n, channels, length // factor, factor)
+    return x.transpose(2, 3).reshape(n, channels * factor, length // factor)
 
 
 def _pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:

@@ -79,6 +79,58 @@ def test_default_network_is_residual_blocks(denoiser):
     assert torch.equal(fresh(x), x)
 
 
+def test_auto_downscale_denoises_on_a_coarser_grid(photo_pairs, noisy_digits):
+    """``downscale="auto"``: 2 (and blocks of 64) for same-size targets, 1 (blocks of
+    32) for upscaling; an explicit value and explicit filters are kept."""
+    lr, hr = photo_pairs
+    noisy, clean = noisy_digits
+    one_epoch = {"max_epochs": 1, "batch_size": 32, "random_state": 0}
+    denoiser = ConvAutoencoderRegressor(**one_epoch).fit(noisy[:64], clean[:64])
+    module = denoiser.net_.module_
+    assert denoiser.downscale == "auto"  # the parameter stays as set
+    assert module.downscale == 2 and module.stem.in_channels == 4
+    assert [block.first.out_channels for block in module.blocks] == [64] * 4
+    assert module.head.out_channels == 4  # one value per pixel of each 2x2 block
+    upscaler = ConvAutoencoderRegressor(**one_epoch).fit(lr, hr)
+    assert upscaler.net_.module_.downscale == 1
+    assert [block.first.out_channels for block in upscaler.net_.module_.blocks] == [32] * 4
+    chosen = ConvAutoencoderRegressor(**FAST, downscale=3).fit(noisy[:64], clean[:64])
+    assert chosen.net_.module_.downscale == 3
+    assert [block.first.out_channels for block in chosen.net_.module_.blocks] == [8, 8]
+    # 28 is not a multiple of 3: padded inside the network, cropped back.
+    assert chosen.predict(noisy[:2, :25, :13]).shape == (2, 25, 13)
+    with pytest.raises(
+        ValueError, match=r"'downscale' parameter .* must be an int in the range \[1, inf\)"
+    ):
+        ConvAutoencoderRegressor(downscale=0).fit(noisy[:8], clean[:8])
+
+
+@pytest.mark.parametrize("size", [(37, 50), (41,)])
+def test_downscaled_network_sees_farther_at_the_same_cost(size):
+    """The receptive field of a downscaled network, measured by the gradient of one
+    output pixel, is about ``downscale`` times wider than at full resolution with the
+    same number of convolutions; the untrained network is still the identity."""
+    torch.manual_seed(0)
+    extents = {}
+    for downscale in (1, 2):
+        net = ResidualImageNet(
+            in_channels=1, out_channels=1, input_size=(8,) * len(size), filters=(4, 4),
+            downscale=downscale,
+        )  # fmt: skip
+        x = torch.rand(1, 1, *size, requires_grad=True)
+        assert torch.equal(net(x), x)  # zero-initialised head and blocks
+        for parameter in net.parameters():
+            torch.nn.init.normal_(parameter, std=0.3)
+        centre = tuple(s // 2 for s in size)
+        net(x)[(0, 0, *centre)].backward()
+        grad = x.grad[0, 0].abs()
+        seen = (grad.sum(dim=0) if grad.dim() == 2 else grad) > 0  # along the last axis
+        extents[downscale] = int(seen.sum())
+    # Six 3-wide convolutions: 13 pixels at full resolution; 2x farther on the 2x grid.
+    assert extents[1] == 13
+    assert extents[2] == 26
+
+
 def test_unet_network_has_skips_and_residual(noisy_digits):
     noisy, clean = noisy_digits
     model = ConvAutoencoderRegressor(**{**FAST, "filters": (16, 32)}, network="unet")
@@ -104,7 +156,7 @@ def test_fit_on_patches_of_several_photos_predicts_whole_photos():
     clean = extract_random_patches(photos, 24, n_patches=400, random_state=0) / 255
     rng = np.random.default_rng(0)
     noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
-    model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 3}).fit(noisy, clean)
+    model = ConvAutoencoderRegressor(**{**FAST, "max_epochs": 3, "lr": 3e-3}).fit(noisy, clean)
     moon = data.moon()[:200, :300] / 255  # held out, another size than the patches
     noisy_moon = moon + 0.1 * rng.standard_normal(moon.shape)
     denoised = model.predict(noisy_moon[None])
