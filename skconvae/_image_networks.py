@@ -275,9 +275,6 @@ class ResidualImageNet(_ImageToImageBase):
         torch.Size([2, 3, 40, 60])
         """
         d = self.downscale
-        if d == 1:
-            h = F.relu(self.blocks(self.stem(x)))
-            return self._add_base(x, _pixel_shuffle(self.head(h), self.scale))
         size = tuple(x.shape[2:])
         padded = tuple(math.ceil(s / d) * d for s in size)
         pad = [p for s, q in zip(reversed(size), reversed(padded), strict=True) for p in (0, q - s)]
@@ -433,6 +430,8 @@ def _crop_to(x: torch.Tensor, size: tuple[int, ...], offsets: tuple[int, ...]) -
 def _pixel_unshuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Rearrange ``(N, C, *size)`` into ``(N, C * factor**d, *(size / factor))``: the
     inverse of :func:`_pixel_shuffle` (sides must be multiples of ``factor``)."""
+    if factor == 1:
+        return x
     if x.dim() == 4:
         return F.pixel_unshuffle(x, factor)
     n, channels, length = x.shape
