@@ -117,3 +117,49 @@ print("ok", ae.net_.device)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok cpu"
+
+
+# Small enough to learn in three epochs on 1000 digits.
+REGRESSOR = {"filters": (16, 16), "max_epochs": 3, "batch_size": 32, "lr": 2e-3}
+
+
+@pytest.mark.parametrize("upscale", [1, 2], ids=["denoise-coarse-grid", "upscale-2x"])
+def test_regressor_restores_on_cuda_as_on_the_cpu(mnist, upscale):
+    """The regressor's residual network on CUDA: a denoiser's half-resolution grid (pixel
+    unshuffle; 27x27 digits, so odd sides are padded and cropped) and a 2x upscaler."""
+    from skconvae import ConvAutoencoderRegressor
+
+    images, _ = mnist
+    if upscale == 1:
+        clean = images[:1500, :27, :27].astype(np.float32) / 255
+        noise = 0.4 * np.random.default_rng(0).standard_normal(clean.shape)
+        X = np.clip(clean + noise, 0, 1).astype(np.float32)
+        naive = X  # the input itself
+    else:
+        clean = images[:1500].astype(np.float32) / 255
+        X = clean.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
+        naive = X.repeat(2, axis=1).repeat(2, axis=2)  # nearest-neighbour upscaling
+    model = ConvAutoencoderRegressor(**REGRESSOR, random_state=0).fit(X[:1000], clean[:1000])
+    assert model.device_ == "cuda" and next(model.net_.module_.parameters()).is_cuda
+    assert model.net_.module_.downscale == (2 if upscale == 1 else 1)
+    restored = model.predict(X[1000:])
+    assert restored.shape == clean[1000:].shape and restored.dtype == np.float32
+    mse = np.mean((restored - clean[1000:]) ** 2)
+    assert mse < np.mean((naive[1000:] - clean[1000:]) ** 2)
+    cpu_copy = pickle.loads(pickle.dumps(model))
+    cpu_copy.net_.set_params(device="cpu")
+    cpu_copy.net_.module_.to("cpu")
+    np.testing.assert_allclose(cpu_copy.predict(X[1000:1100]), restored[:100], atol=2e-3)
+
+
+def test_regressor_bfloat16_on_cuda(mnist):
+    from skconvae import ConvAutoencoderRegressor
+
+    images, _ = mnist
+    clean = images[:1000].astype(np.float32) / 255
+    noisy = np.clip(clean + 0.4 * np.random.default_rng(0).standard_normal(clean.shape), 0, 1)
+    model = ConvAutoencoderRegressor(**REGRESSOR, precision="bfloat16", random_state=0)
+    model.fit(noisy[:800].astype(np.float32), clean[:800])
+    restored = model.predict(noisy[800:].astype(np.float32))
+    assert restored.dtype == np.float32 and np.isfinite(restored).all()
+    assert np.mean((restored - clean[800:]) ** 2) < np.mean((noisy[800:] - clean[800:]) ** 2)
