@@ -103,8 +103,11 @@ class ConvAutoencoderRegressor(
         when upscaling, each the better in ``benchmarks/bench_restoration.py``:
         denoising held-out photos at sigma 0.2, 2 (four blocks of 64) gained 0.31
         and 0.45 dB PSNR over 1 (four blocks of 32) for two training seeds, and
-        fit in 15% less time; in 2x super-resolution it lost 0.9 dB. The value
-        used is ``net_.module_.downscale``.
+        fit in 15% less time; in 2x super-resolution it lost 0.9 dB. On small
+        images with thin strokes full resolution does better: 28x28 MNIST digits
+        at sigma 0.5 denoised to 20.57 dB with ``downscale=1, filters=(32,) * 8``
+        and 20.36 dB with the defaults (both with ``loss="mse"``). The value used
+        is ``net_.module_.downscale``.
     kernel_size : int, default=3
         Size of every (``same``-padded) convolution kernel.
     skip_connections : bool, default=True
