@@ -18,6 +18,14 @@ pytestmark = [
 ]
 
 
+def _copy_on_the_cpu(model):
+    """A copy of a CUDA-fitted estimator whose net runs on the CPU."""
+    copy = pickle.loads(pickle.dumps(model))
+    copy.net_.set_params(device="cpu")
+    copy.net_.module_.to("cpu")
+    return copy
+
+
 @pytest.fixture(scope="module")
 def gpu_model(mnist):
     images, _ = mnist
@@ -44,9 +52,7 @@ def test_bfloat16_on_cuda(mnist):
 
 def test_cuda_and_cpu_agree(gpu_model, mnist, tmp_path):
     images, _ = mnist
-    cpu_copy = pickle.loads(pickle.dumps(gpu_model))
-    cpu_copy.net_.set_params(device="cpu")
-    cpu_copy.net_.module_.to("cpu")
+    cpu_copy = _copy_on_the_cpu(gpu_model)
     np.testing.assert_allclose(
         cpu_copy.transform(images[:50]), gpu_model.transform(images[:50]), rtol=1e-3, atol=1e-3
     )
@@ -146,10 +152,8 @@ def test_regressor_restores_on_cuda_as_on_the_cpu(mnist, upscale):
     assert restored.shape == clean[1000:].shape and restored.dtype == np.float32
     mse = np.mean((restored - clean[1000:]) ** 2)
     assert mse < np.mean((naive[1000:] - clean[1000:]) ** 2)
-    cpu_copy = pickle.loads(pickle.dumps(model))
-    cpu_copy.net_.set_params(device="cpu")
-    cpu_copy.net_.module_.to("cpu")
-    np.testing.assert_allclose(cpu_copy.predict(X[1000:1100]), restored[:100], atol=2e-3)
+    on_the_cpu = _copy_on_the_cpu(model).predict(X[1000:1100])
+    np.testing.assert_allclose(on_the_cpu, restored[:100], atol=2e-3)
 
 
 def test_regressor_bfloat16_on_cuda(mnist):
