@@ -1,4 +1,5 @@
-"""Inference runs the trained network rewritten: batch norm folded, ReLU after max pooling."""
+"""Inference runs the trained network rewritten: batch norm folded, ReLU after max pooling,
+nearest upsampling and the convolution after it as one sub-pixel convolution."""
 
 import pickle
 
@@ -9,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from skconvae import ConvAutoencoderTransformer
-from skconvae._inference_network import InferenceNetwork
+from skconvae._inference_network import InferenceNetwork, SubPixelConv
 
 from .conftest import FAST
 
@@ -115,8 +116,13 @@ def test_the_classic_network_rectifies_after_pooling_with_bit_identical_codes(mn
     assert [type(layer).__name__ for layer in trained.encoder][1:3] == ["ReLU", "MaxPool2d"]
     # max(relu(a), relu(b)) == relu(max(a, b)) exactly: not merely close.
     np.testing.assert_array_equal(ae.transform(images[:300]), _unfolded_codes(ae, images[:300]))
-    np.testing.assert_array_equal(
-        ae.score_samples(images[:300]), _unrewritten_scores(ae, images[:300])
+    # The decoder's upsampling and last convolution run as one sub-pixel convolution,
+    # whose taps are summed into fewer weights: equal up to float rounding.
+    layers = [type(layer).__name__ for layer in fast.decoder]
+    assert layers == ["Conv2d", "ReLU", "Identity", "SubPixelConv"]
+    assert fast.decoder[3].conv.weight.shape == (4, 8, 3, 3)  # 2x2 phases of one channel
+    np.testing.assert_allclose(
+        ae.score_samples(images[:300]), _unrewritten_scores(ae, images[:300]), rtol=1e-6
     )
 
 
@@ -142,3 +148,106 @@ def test_relu_and_max_pooling_swap_only_when_plain():
     x = torch.randn(4, 3, 17)
     x[0, 0, :3] = float("nan")
     torch.testing.assert_close(fast(x), signal(x), rtol=0, atol=0, equal_nan=True)
+
+
+def _unrewritten_decoded(ae, codes):
+    module = ae.net_.module_.eval()
+    with torch.inference_mode():
+        decoded = module.denormalize(module.decode(torch.from_numpy(codes)))
+        return decoded[:, 0].numpy()
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+@pytest.mark.parametrize("kernel_size", [(3, 3), (5, 3), (1, 1), (7, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_then_a_convolution_runs_as_a_sub_pixel_convolution(
+    scale, kernel_size, channels_last
+):
+    network = nn.Sequential(
+        nn.Upsample(scale_factor=scale), nn.Conv2d(3, 2, kernel_size, padding="same")
+    ).eval()
+    x = torch.randn(4, 3, 5, 7)  # odd sides: the zero padding must agree at every edge
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    draws = torch.get_rng_state()
+    fast = InferenceNetwork()(network)
+    assert torch.equal(torch.get_rng_state(), draws)  # weights computed, not drawn
+    assert isinstance(fast[0], nn.Identity) and isinstance(fast[1], SubPixelConv)
+    assert fast[1].conv.out_channels == 2 * scale**2
+    y = fast(x)
+    assert y.shape == (4, 2, 5 * scale, 7 * scale)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(y, network(x), rtol=1e-5, atol=1e-5)
+
+
+def test_one_dimensional_upsampling_runs_as_a_sub_pixel_convolution():
+    signal = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv1d(3, 2, 5, padding=2)).eval()
+    fast = InferenceNetwork()(signal)
+    assert isinstance(fast[1], SubPixelConv)
+    x = torch.randn(4, 3, 9)
+    torch.testing.assert_close(fast(x), signal(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(2, 2, 3, padding=1)),
+        nn.Sequential(nn.Upsample(size=(8, 8)), nn.Conv2d(2, 2, 3, padding=1)),
+        nn.Sequential(nn.Upsample(scale_factor=1.5), nn.Conv2d(2, 2, 3, padding=1)),
+        nn.Sequential(nn.Upsample(scale_factor=(2, 1)), nn.Conv2d(2, 2, 3, padding=1)),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, padding=0)),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 2, padding="same")),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, stride=2, padding=1)),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, padding=1, groups=2)),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, padding=2, dilation=2)),
+        nn.Sequential(
+            nn.Upsample(scale_factor=2), nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect")
+        ),
+        nn.Sequential(nn.Upsample(scale_factor=2), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1)),
+    ],
+    ids=[
+        "bilinear",
+        "size",
+        "fractional",
+        "uneven",
+        "valid",
+        "even-kernel",
+        "strided",
+        "grouped",
+        "dilated",
+        "reflect",
+        "apart",
+    ],
+)
+def test_only_nearest_integer_upsampling_before_a_plain_same_convolution_is_rewritten(network):
+    network.eval()
+    assert InferenceNetwork()(network) is network
+    network[-1].train()  # in training mode nothing is rewritten either
+    assert InferenceNetwork()(network) is network
+
+
+def test_the_sub_pixel_convolutions_follow_every_change_of_the_weights(mnist):
+    """Three blocks with batch norm: the second decoder block's sub-pixel convolution
+    comes from a folded one, the last from a trained one."""
+    images, _ = mnist
+    ae = ConvAutoencoderTransformer(**{**FAST, "filters": (4, 4, 2)}, latent_dim=8)
+    ae.fit(images[:600])
+    trained = ae.net_.module_
+    fast = ae.net_._inference_network(trained)
+    subpixels = [m for m in fast.decoder if isinstance(m, SubPixelConv)]
+    assert len(subpixels) == 2 and _norms(fast) == []
+    codes = ae.transform(images[:200])
+    decoded = ae.inverse_transform(codes)
+    np.testing.assert_allclose(decoded, _unrewritten_decoded(ae, codes), rtol=1e-4, atol=1e-3)
+    ae.partial_fit(images[600:900])
+    moved = ae.inverse_transform(codes)
+    assert not np.allclose(moved, decoded, atol=1e-2)
+    np.testing.assert_allclose(moved, _unrewritten_decoded(ae, codes), rtol=1e-4, atol=1e-3)
+    assert ae.net_._inference_network(ae.net_.module_) is fast  # refreshed in place
+    with torch.no_grad():
+        ae.net_.module_.decoder[-1].weight.mul_(0.5)  # the last, unfolded convolution
+        ae.net_.module_.decoder[5].running_var.mul_(4.0)  # the folded one's batch norm
+    np.testing.assert_allclose(
+        ae.inverse_transform(codes), _unrewritten_decoded(ae, codes), rtol=1e-4, atol=1e-3
+    )
