@@ -1,6 +1,6 @@
 """The network inference runs: the trained one, rewritten where that is exact and faster.
 
-Three rewrites, each applied where a container (``nn.Sequential``) holds the pattern:
+Four rewrites, each applied where a container (``nn.Sequential``) holds the pattern:
 
 * **Batch norm folded into the convolution before it.** In eval mode a batch norm
   layer is a fixed per-channel affine map, and the convolution before it is linear in
@@ -11,6 +11,12 @@ Three rewrites, each applied where a container (``nn.Sequential``) holds the pat
   maximum of rectified values is the rectified maximum, bit for bit (NaN included):
   ``relu(maxpool(x)) == maxpool(relu(x))``. Rectifying after pooling touches a quarter
   of the values (2-D, pool 2), in place on the pooled output.
+* **2x2 max pooling on the CPU as two elementwise maxima of strided views**, first of
+  each pair of rows, then of each pair of columns: the same maxima, bit for bit, where
+  torch's pooling kernel also writes each maximum's index. For the classic
+  encoder's pooling of 512 images (16x28x28, channels-last order), 3.2 ms against
+  1.3 ms timed alone, 2.2 ms inside the encoder; on other devices the pooling
+  kernel runs.
 * **Nearest upsampling and the convolution after it run as one sub-pixel
   convolution.** Each output pixel of ``conv(upsample(x))`` at phase ``a`` of the
   upsampling (its row modulo the scale factor) reads the same input value for the
@@ -34,10 +40,10 @@ by the batch there, and autograd needs the layers as they are.
 The rewritten network shares everything else with the trained one: it is a shallow
 copy whose containers hold the trained modules, but for each folded pair a
 convolution of its own and an identity, for each moved ReLU the pooling layer then
-an in-place ReLU, and for each upsampling an identity then the sub-pixel
-convolution. The computed weights are recomputed from the trained layers when they
-may have changed: after each training loop (the net calls
-:meth:`InferenceNetwork.invalidate`; fused Adam's step changes weights without
+an in-place ReLU, for each 2x2 max pooling its pairwise form, and for each upsampling
+an identity then the sub-pixel convolution. The computed weights are recomputed from
+the trained layers when they may have changed: after each training loop (the net
+calls :meth:`InferenceNetwork.invalidate`; fused Adam's step changes weights without
 counting it in their version counters), and whenever a trained tensor they come from
 has a new storage or version (``load_state_dict``, ``to(device)``, any in-place
 change). A module trained outside skconvae by a fused optimizer needs
@@ -53,6 +59,7 @@ import itertools
 import threading
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import skip_init
@@ -88,6 +95,38 @@ def _commute(relu: nn.Module, pool: nn.Module) -> bool:
         and not pool.return_indices
         and not (_hooked(relu) or _hooked(pool))
     )
+
+
+def _pairwise(pool: nn.Module) -> bool:
+    """Whether ``pool`` is a plain 2x2 max pooling (see :class:`PairwiseMaxPool2d`)."""
+    return (
+        type(pool) is nn.MaxPool2d
+        and pool.kernel_size in (2, (2, 2))
+        and pool.stride in (2, (2, 2))
+        and pool.padding in (0, (0, 0))
+        and pool.dilation in (1, (1, 1))
+        and not (pool.ceil_mode or pool.return_indices or _hooked(pool))
+    )
+
+
+class PairwiseMaxPool2d(nn.Module):
+    """``nn.MaxPool2d(2)``: on the CPU, the maximum of each pair of rows, then of each
+    pair of columns (odd last rows and columns dropped, as pooling drops them).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(2, 3, 7, 9)
+    >>> torch.equal(PairwiseMaxPool2d()(x), torch.nn.MaxPool2d(2)(x))
+    True
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return F.max_pool2d(x, 2)
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+        rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
 def _upsampling_scale(upsample: nn.Module, conv: nn.Module) -> int | None:
@@ -246,7 +285,7 @@ class InferenceNetwork:
     Sequential(
       (0): Conv2d(1, 4, kernel_size=(3, 3), stride=(1, 1))
       (1): Identity()
-      (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
+      (2): PairwiseMaxPool2d()
       (3): ReLU(inplace=True)
     )
     >>> x = torch.randn(2, 1, 8, 8)
@@ -316,6 +355,10 @@ class InferenceNetwork:
                 relu, pool = children[first], children[second]
                 if _commute(relu, pool):
                     children[first], children[second] = pool, nn.ReLU(inplace=True)
+                    changed = True
+            for name in names:
+                if _pairwise(children[name]):
+                    children[name] = PairwiseMaxPool2d()
                     changed = True
             for first, second in itertools.pairwise(names):
                 upsample, conv = children[first], children[second]

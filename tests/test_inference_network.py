@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from skconvae import ConvAutoencoderTransformer
-from skconvae._inference_network import InferenceNetwork, SubPixelConv
+from skconvae._inference_network import InferenceNetwork, PairwiseMaxPool2d, SubPixelConv
 
 from .conftest import FAST
 
@@ -40,10 +40,11 @@ def test_inference_runs_the_folded_network_and_gives_the_trained_ones_codes(fitt
     trained = ae.net_.module_
     folded = ae.net_._inference_network(trained)
     assert len(_norms(trained)) == 3 and _norms(folded) == []
-    # Only the folded pairs and the moved ReLU are new: every other layer is the trained one.
+    # Only the folded pairs, the moved ReLU, the pooling and the upsampling are new:
+    # every other layer is the trained one.
     assert folded.to_latent is trained.to_latent
     assert isinstance(folded.encoder[1], nn.Identity)
-    assert folded.encoder[2] is trained.encoder[3]  # the pooling, now before the ReLU
+    assert isinstance(folded.encoder[2], PairwiseMaxPool2d)  # now before the ReLU
     assert folded.encoder[3].inplace and not trained.encoder[2].inplace
     assert folded.encoder[6] is trained.encoder[6]  # the last ReLU: no pooling after it
     np.testing.assert_allclose(codes, _unfolded_codes(ae, images[:300]), rtol=1e-5, atol=1e-5)
@@ -112,9 +113,10 @@ def test_the_classic_network_rectifies_after_pooling_with_bit_identical_codes(mn
     fast = ae.net_._inference_network(trained)
     assert _norms(trained) == []
     layers = [type(layer).__name__ for layer in fast.encoder]
-    assert layers == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "ReLU"]
+    assert layers == ["Conv2d", "PairwiseMaxPool2d", "ReLU", "Conv2d", "ReLU"]
     assert [type(layer).__name__ for layer in trained.encoder][1:3] == ["ReLU", "MaxPool2d"]
-    # max(relu(a), relu(b)) == relu(max(a, b)) exactly: not merely close.
+    # max(relu(a), relu(b)) == relu(max(a, b)) exactly, and pairwise maxima are the
+    # pooling's maxima: not merely close.
     np.testing.assert_array_equal(ae.transform(images[:300]), _unfolded_codes(ae, images[:300]))
     # The decoder's upsampling and last convolution run as one sub-pixel convolution,
     # whose taps are summed into fewer weights: equal up to float rounding.
@@ -134,12 +136,50 @@ def _unrewritten_scores(ae, images):
         return -(recon - x).double().square().flatten(1).mean(1).numpy()
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 8, 10), (4, 3, 7, 9), (3, 5, 5), (2, 1, 28, 28)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_by_two_max_pooling_runs_as_pairwise_maxima_bit_for_bit(shape, channels_last):
+    network = nn.Sequential(nn.Conv2d(shape[-3], 3, 1), nn.MaxPool2d(2)).eval()
+    fast = InferenceNetwork()(network)
+    assert isinstance(fast[1], PairwiseMaxPool2d) and fast[0] is network[0]
+    x = torch.randn(shape)
+    x.view(-1)[::7] = float("nan")  # NaN wins a pooling window, as in torch's kernel
+    if channels_last and x.dim() == 4:
+        network.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = fast(x)
+    torch.testing.assert_close(y, network(x), rtol=0, atol=0, equal_nan=True)
+    # The layout the convolution wrote (channels-last for the next convolution), kept.
+    layout = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    convolved = network[0](x).is_contiguous(memory_format=layout)
+    assert y.is_contiguous(memory_format=layout) == convolved
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        nn.MaxPool2d(3),
+        nn.MaxPool2d(2, stride=1),
+        nn.MaxPool2d(2, padding=1),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.MaxPool2d(2, dilation=2),
+        nn.MaxPool2d(2, return_indices=True),
+        nn.MaxPool1d(2),
+        nn.AvgPool2d(2),
+    ],
+    ids=["3x3", "stride-1", "padded", "ceil", "dilated", "indices", "1-d", "average"],
+)
+def test_only_plain_two_by_two_max_pooling_runs_pairwise(pool):
+    network = nn.Sequential(pool)
+    assert InferenceNetwork()(network) is network
+
+
 def test_relu_and_max_pooling_swap_only_when_plain():
     network = InferenceNetwork()
     indices = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True))
     assert network(indices) is indices
     leaky = nn.Sequential(nn.LeakyReLU(), nn.MaxPool2d(2))  # also monotone, but not swapped
-    assert network(leaky) is leaky
+    assert network(leaky)[0] is leaky[0]  # (the pooling runs pairwise)
     average = nn.Sequential(nn.ReLU(), nn.AvgPool2d(2))  # not exact: the mean of rectified values
     assert network(average) is average
     signal = nn.Sequential(nn.ReLU(), nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True))
