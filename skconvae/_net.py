@@ -478,7 +478,8 @@ class AutoencoderNet(NeuralNet):
         key = (kind, inputs.shape[1:], inputs.dtype.str, str(self.device), self.precision,
                torch.get_num_threads())  # fmt: skip
         choosers = self.__dict__.setdefault("_batch_sizes", {})
-        return choosers.setdefault(key, BatchSizeChooser(candidates))
+        chooser = BatchSizeChooser(candidates, every_turn=not self._on_cuda())
+        return choosers.setdefault(key, chooser)
 
     def _inference_run(self, eager: bool = False):
         """``(run, compiled)``: ``_run`` for inference on the module in eval mode with its

@@ -34,33 +34,40 @@ def _run_schedule(chooser, seconds_per_sample):
 def test_chooser_takes_turns_on_as_many_samples_and_keeps_the_fastest():
     chooser = BatchSizeChooser((32, 64, 128), measured_samples=128, rounds=2)
     sizes = _run_schedule(chooser, {32: 3e-5, 64: 1e-5, 128: 2e-5})
-    # One uncounted batch each, then per round >= 64 samples (one batch at least) each.
-    first_round = [32, 32, 32, 64, 64, 128, 128]
-    assert sizes == [*first_round, 32, 32, 64, 128]
+    # Each turn: one uncounted batch, then >= 64 samples (one batch at least).
+    one_round = [32, 32, 32, 64, 64, 128, 128]
+    assert sizes == [*one_round, *one_round]
     assert [batches_per_round(s, 128, 2) for s in (32, 64, 128)] == [2, 1, 1]
     assert chooser.samples == {32: {0: 64, 1: 64}, 64: {0: 64, 1: 64}, 128: {0: 128, 1: 128}}
     assert chooser.chosen == 64 and chooser.next_size() == 64
 
 
-def test_chooser_skips_the_first_batch_and_takes_the_median_round():
-    # The first batch of a new size pays one-time setup and is not counted; a burst of
-    # load during one round does not decide, the median round does.
+def test_chooser_skips_each_turns_first_batch_and_takes_the_median_round():
+    # A turn's first batch pays for the switch from another size (one-time setup in
+    # the first round) and is not counted; a burst of load during one round does not
+    # decide, the median round does.
     chooser = BatchSizeChooser((32, 64), measured_samples=96, rounds=3)
     assert measurement_schedule((32, 64), 96, 3) == [
-        (32, -1), (32, 0), (64, -1), (64, 0), (32, 1), (64, 1), (32, 2), (64, 2)
+        (32, -1), (32, 0), (64, -1), (64, 0),
+        (32, -1), (32, 1), (64, -1), (64, 1),
+        (32, -1), (32, 2), (64, -1), (64, 2),
     ]  # fmt: skip
     timings = {
-        32: [1.0, 32 * 3e-5, 32 * 9e-5, 32 * 3e-5],
-        64: [1.0, 64 * 2e-5, 64 * 2e-5, 64 * 2e-5],
+        32: [1.0, 32 * 3e-5, 1.0, 32 * 9e-5, 1.0, 32 * 3e-5],
+        64: [1.0, 64 * 2e-5, 1.0, 64 * 2e-5, 1.0, 64 * 2e-5],
     }
     for size, _ in measurement_schedule((32, 64), 96, 3):
         chooser.record(size, size, timings[size].pop(0))
     assert chooser.seconds_per_sample == pytest.approx({32: 3e-5, 64: 2e-5})
     assert chooser.chosen == 64
+    # On CUDA only each candidate's first batch is left out.
+    assert measurement_schedule((32, 64), 96, 3, every_turn=False) == [
+        (32, -1), (32, 0), (64, -1), (64, 0), (32, 1), (64, 1), (32, 2), (64, 2)
+    ]  # fmt: skip
     slow_round = BatchSizeChooser((32, 64), measured_samples=96, rounds=3)
     timings = {
-        32: [1.0, 32 * 1e-5, 32 * 1e-5, 32 * 1e-5],
-        64: [1.0, 64 * 2e-5, 64 * 9e-5, 64 * 9e-5],
+        32: [0.0, 32 * 1e-5, 0.0, 32 * 1e-5, 0.0, 32 * 1e-5],
+        64: [0.0, 64 * 2e-5, 0.0, 64 * 9e-5, 0.0, 64 * 9e-5],
     }
     for size, _ in measurement_schedule((32, 64), 96, 3):
         slow_round.record(size, size, timings[size].pop(0))
@@ -77,12 +84,12 @@ def test_chooser_ignores_cut_short_batches():
 
 def test_out_of_memory_drops_that_size_and_larger_ones():
     chooser = BatchSizeChooser((32, 64, 128), measured_samples=128, rounds=2)
-    for size in (32, 32, 32, 64, 64):  # the first round, up to 128's warm-up
+    for size in (32, 32, 32, 64, 64):  # the first round, up to 128's turn
         chooser.record(size, size, size * 1e-5)
     chooser.out_of_memory(100)  # a batch of 100 (capped, or cut short) did not fit
     assert {size for size, _ in chooser.schedule} == {32, 64}
     chooser.record(128, 128, 1.0)  # a stale report of a dropped size only passes
-    assert _run_schedule(chooser, {32: 3e-5, 64: 2e-5}) == [32, 32, 64]
+    assert _run_schedule(chooser, {32: 3e-5, 64: 2e-5}) == [32, 32, 32, 64, 64]
     assert chooser.chosen == 64
     chooser.out_of_memory(64)  # once chosen, the choice halves
     assert chooser.chosen == 32
@@ -127,7 +134,7 @@ def _spy_batches(monkeypatch):
 
 def test_transform_measures_once_then_uses_the_fastest_size(fitted, mnist, monkeypatch):
     images, _ = mnist
-    X = np.concatenate([images, images])  # longer than the whole schedule
+    X = np.concatenate([images] * 3)  # longer than the whole schedule
     ae = pickle.loads(pickle.dumps(fitted))
     seen = _spy_batches(monkeypatch)
     codes = ae.transform(X)
