@@ -26,7 +26,8 @@ Four rewrites, each applied where a container (``nn.Sequential``) holds the patt
   the output grid (a pixel shuffle). Zero padding agrees, since a tap falls outside
   the upsampled image exactly when its block falls outside ``x``. The upsampled
   activations (scale factor squared times the input's) are never written. Results
-  equal the trained network's up to float rounding (taps summed into one weight).
+  equal the trained network's up to float rounding (taps summed into one weight). On
+  the CPU only, where it was measured; on other devices the trained layers run.
 
 On a CPU those passes over activations are a large share of a small network's time:
 in the first block of ``filters=(16, 8)`` on 28x28 images the convolution writes
@@ -175,13 +176,16 @@ class SubPixelConv(nn.Module):
     grid: a convolution with ``scale ** d * out_channels`` outputs (channels ordered by
     phase, then output channel), interleaved into the upsampled grid.
 
+    On the CPU only, where it was measured; elsewhere ``conv`` runs on the upsampled
+    input, as trained.
+
     Examples
     --------
     >>> import torch
     >>> from torch import nn
     >>> up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 2, 3, padding=1)).eval()
     >>> sub = SubPixelConv(up[1], 2)
-    >>> sub.refresh(up[1])
+    >>> sub.refresh()
     >>> x = torch.randn(4, 3, 5, 7)
     >>> sub(x).shape, torch.allclose(sub(x), up(x), atol=1e-6)
     (torch.Size([4, 2, 10, 14]), True)
@@ -190,6 +194,7 @@ class SubPixelConv(nn.Module):
     def __init__(self, conv: nn.Conv1d | nn.Conv2d, scale: int):
         super().__init__()
         self.scale = scale
+        self.source = conv
         self.out_channels = conv.out_channels
         self.taps = [_phase_taps(k, scale) for k in conv.kernel_size]
         kernel = tuple(t.shape[1] for t in self.taps)
@@ -207,8 +212,9 @@ class SubPixelConv(nn.Module):
         ).requires_grad_(False)
 
     @torch.no_grad()
-    def refresh(self, conv: nn.Module) -> None:
-        """Recompute the sub-pixel weights from ``conv``'s."""
+    def refresh(self) -> None:
+        """Recompute the sub-pixel weights from the source convolution's."""
+        conv = self.source
         weight = conv.weight
         taps = [t.to(weight.device, weight.dtype) for t in self.taps]
         summed = torch.einsum(_PHASE_SUMS[len(taps)], *taps, weight)
@@ -232,6 +238,8 @@ class SubPixelConv(nn.Module):
             self.conv.bias.copy_(conv.bias.repeat(self.scale ** len(taps)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return self.source(F.interpolate(x, scale_factor=float(self.scale), mode="nearest"))
         y = self.conv(x)
         n, s, c, grid = len(y), self.scale, self.out_channels, y.shape[2:]
         layout = torch.contiguous_format
@@ -299,8 +307,8 @@ class InferenceNetwork:
         self._versions = None  # the state of the tensors its convolutions came from
         self._rewritten: nn.Module | None = None
         self._pairs: list[tuple[nn.Module, _BatchNorm, nn.Module]] = []
-        # (trained convolution, the one the sub-pixel weights come from, sub-pixel one)
-        self._upsampled: list[tuple[nn.Module, nn.Module, SubPixelConv]] = []
+        # (trained convolution, its sub-pixel form: from it, or from its folded copy)
+        self._upsampled: list[tuple[nn.Module, SubPixelConv]] = []
 
     def __call__(self, module: nn.Module) -> nn.Module:
         structure = (id(module), *((id(m), m.training) for m in module.modules()))
@@ -324,7 +332,7 @@ class InferenceNetwork:
 
     def _sources(self) -> list[torch.Tensor | None]:
         """The trained tensors the rewritten layers' weights are computed from."""
-        convs = [(trained.weight, trained.bias) for trained, _, _ in self._upsampled]
+        convs = [(trained.weight, trained.bias) for trained, _ in self._upsampled]
         return _pair_tensors(self._pairs) + [t for pair in convs for t in pair]
 
     def _build(self, module: nn.Module) -> None:
@@ -366,7 +374,7 @@ class InferenceNetwork:
                 if scale is not None:
                     children[first], children[second] = nn.Identity(), SubPixelConv(conv, scale)
                     trained = module._modules[second]
-                    self._upsampled.append((trained, conv, children[second]))
+                    self._upsampled.append((trained, children[second]))
                     changed = True
         if not changed:
             return module
@@ -392,5 +400,5 @@ class InferenceNetwork:
             torch.mul(weight, scale.reshape(-1, *[1] * (weight.dim() - 1)), out=folded.weight)
             folded.bias.copy_(shift)
         # After the folds: a sub-pixel convolution may come from a folded one.
-        for _, source, subpixel in self._upsampled:
-            subpixel.refresh(source)
+        for _, subpixel in self._upsampled:
+            subpixel.refresh()

@@ -291,3 +291,23 @@ def test_the_sub_pixel_convolutions_follow_every_change_of_the_weights(mnist):
     np.testing.assert_allclose(
         ae.inverse_transform(codes), _unrewritten_decoded(ae, codes), rtol=1e-4, atol=1e-3
     )
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cpu", "sub-pixel"), ("meta", "trained")])
+def test_off_the_cpu_the_trained_layers_run_where_the_rewrites_were_not_measured(device, expected):
+    """The pairwise pooling and the sub-pixel convolution were measured on the CPU
+    only: on another device (here the meta device, which computes shapes) the
+    pooling kernel and the trained convolution on the upsampled input run."""
+    network = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.MaxPool2d(2),
+        nn.Upsample(scale_factor=2),
+        nn.Conv2d(4, 1, 3, padding=1),
+    ).eval()
+    fast = InferenceNetwork()(network.to(device))
+    assert isinstance(fast[1], PairwiseMaxPool2d) and isinstance(fast[3], SubPixelConv)
+    used = []
+    fast[3].conv.register_forward_hook(lambda *_: used.append("sub-pixel"))
+    fast[3].source.register_forward_hook(lambda *_: used.append("trained"))
+    assert fast(torch.zeros(2, 1, 8, 8, device=device)).shape == (2, 1, 8, 8)
+    assert used == [expected]
