@@ -17,10 +17,11 @@ candidate a little rather than one a lot; each candidate's median time per sampl
 over the rounds decides. A candidate's first batch pays one-time setup for a new
 shape and is not counted. On the CPU neither is the first batch of each later turn:
 it pays for the switch from the size before (activations of a new size in fresh
-memory, cold caches). Counted, that cost fell on the one timed batch of a large
-candidate but was shared by the several of a small one: measured on the classic
-encoder, 512 timed at 26,000-45,000 images per second where it runs at 54,000-65,000,
-and the schedule chose 64. (CUDA's caching allocator keeps its blocks across sizes.)
+memory, cold caches), nor the first batch of each call, which follows other work.
+Counted, that cost fell on the one timed batch of a large candidate but was shared by
+the several of a small one: measured on the classic encoder, 512 timed at
+26,000-45,000 images per second where it runs at 54,000-65,000, and the schedule
+chose 64. (CUDA's caching allocator keeps its blocks across sizes.)
 On CUDA the candidates are larger: there a batch's arithmetic is cheap next to
 launching its kernels and copying it in and out, and the copy out waits for the
 batch, so its time is the real one. A batch that runs out of device memory is
@@ -84,8 +85,8 @@ class BatchSizeChooser:
     rounds : int, default=4
         Turns the candidates take; the median over them decides.
     every_turn : bool, default=True
-        Leave the first batch of every turn uncounted (for the CPU), not only
-        each candidate's first.
+        Leave the first batch of every turn, and of every call, uncounted (for
+        the CPU), not only each candidate's first.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class BatchSizeChooser:
     ):
         sizes = [int(size) for size in candidates]
         self.schedule = measurement_schedule(sizes, measured_samples, rounds, every_turn)
+        self.every_turn = every_turn
         # Per candidate and round: timed seconds and samples.
         self.seconds: dict[int, dict[int, float]] = {}
         self.samples: dict[int, dict[int, int]] = {}
@@ -118,6 +120,16 @@ class BatchSizeChooser:
         """Size of the next batch to run."""
         with self._lock:
             return self.chosen if self.chosen is not None else self.schedule[0][0]
+
+    def start_call(self) -> None:
+        """Report that an inference call begins: with ``every_turn``, its first batch
+        is not counted either, since other work ran since the last batch (the
+        caller's code, other passes), as a switch of size does."""
+        with self._lock:
+            if self.chosen is None and self.every_turn and self.schedule:
+                size, r = self.schedule[0]
+                if r >= 0:
+                    self.schedule.insert(0, (size, -1))
 
     def out_of_memory(self, size: int) -> None:
         """Report that a batch of ``size`` ran out of device memory: candidates from

@@ -430,6 +430,7 @@ class AutoencoderNet(NeuralNet):
         ``fn`` runs the network that :meth:`_inference_run` set up, in eval mode.
         """
         chooser = self._batch_size_chooser(kind, inputs)
+        chooser.start_call()
         start, cap = 0, len(inputs)
         pages = MappedPages(inputs)
         transfers = HostTransfers(self.device)

@@ -74,6 +74,26 @@ def test_chooser_skips_each_turns_first_batch_and_takes_the_median_round():
     assert slow_round.chosen == 32
 
 
+def test_a_calls_first_batch_is_not_counted_on_the_cpu():
+    # Other work ran between two calls, as between two sizes: the batch after it only
+    # passes, and the schedule's own batches are all still timed.
+    chooser = BatchSizeChooser((32, 64), measured_samples=64, rounds=2)
+    chooser.start_call()  # the first call starts with an uncounted batch anyway
+    assert chooser.schedule[:2] == [(32, -1), (32, 0)]
+    chooser.record(32, 32, 1.0)
+    chooser.start_call()
+    assert chooser.schedule[:2] == [(32, -1), (32, 0)]
+    chooser.record(32, 32, 9.0)  # after the caller's own work: not counted
+    assert chooser.seconds == {}
+    assert _run_schedule(chooser, {32: 3e-5, 64: 2e-5}) == [32, 64, 64, 32, 32, 64, 64]
+    assert chooser.seconds_per_sample == pytest.approx({32: 3e-5, 64: 2e-5})
+    # On CUDA (every_turn=False) calls are timed from their first batch.
+    cuda = BatchSizeChooser((512, 1024), every_turn=False)
+    cuda.record(512, 512, 1.0)
+    cuda.start_call()
+    assert cuda.schedule[0] == (512, 0)
+
+
 def test_chooser_ignores_cut_short_batches():
     chooser = BatchSizeChooser((32, 64))
     chooser.record(32, 10, 1.0)  # the end of the data
