@@ -188,10 +188,9 @@ class ConvAutoencoderTransformer(
         its first use, with a dynamic batch size. Training is never compiled, so
         ``fit`` is never slower than without it: measured on the CPU, a compiled
         training step ran slower than eager and the compilation cost tens of
-        seconds on top. On a 2-core CPU, compiled encoding ran 0.88-1.36x the
+        seconds on top. On a 2-core CPU, compiled encoding ran 0.88-1.48x the
         eager speed after a first call of about 4 s (eager inference already runs
-        a rewritten network; see the speed guide), so there it mostly costs the
-        compilation.
+        a rewritten network; see the speed guide).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and the validation split. With an
         int, refits on the CPU give identical results. ``fit`` leaves the global
