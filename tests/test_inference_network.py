@@ -1,5 +1,6 @@
 """Inference runs the trained network rewritten: batch norm folded, ReLU after max pooling,
-nearest upsampling and the convolution after it as one sub-pixel convolution."""
+2x2 max pooling as pairwise maxima, and nearest upsampling with the convolution after it
+as one sub-pixel convolution."""
 
 import pickle
 
