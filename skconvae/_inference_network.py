@@ -219,19 +219,8 @@ class SubPixelConv(nn.Module):
         taps = [t.to(weight.device, weight.dtype) for t in self.taps]
         summed = torch.einsum(_PHASE_SUMS[len(taps)], *taps, weight)
         summed = summed.reshape(self.conv.weight.shape)
-        mine = self.conv.weight
-        if (mine.device, mine.dtype) != (weight.device, weight.dtype):
-            layout = torch.preserve_format
-            if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
-                layout = torch.channels_last
-            self.conv.weight = nn.Parameter(
-                torch.empty_like(summed, memory_format=layout), requires_grad=False
-            )
-            if conv.bias is not None:
-                self.conv.bias = nn.Parameter(
-                    torch.empty_like(conv.bias).repeat(self.scale ** len(taps)),
-                    requires_grad=False,
-                )
+        # After the trained layers moved (``to(device)``, another dtype), follow them.
+        self.conv.to(weight.device, weight.dtype)
         # In place, as the folded convolutions are: a compiled copy stays valid.
         self.conv.weight.copy_(summed)
         if conv.bias is not None:

@@ -479,8 +479,11 @@ class AutoencoderNet(NeuralNet):
         key = (kind, inputs.shape[1:], inputs.dtype.str, str(self.device), self.precision,
                torch.get_num_threads())  # fmt: skip
         choosers = self.__dict__.setdefault("_batch_sizes", {})
-        chooser = BatchSizeChooser(candidates, every_turn=not self._on_cuda())
-        return choosers.setdefault(key, chooser)
+        chooser = choosers.get(key)
+        if chooser is None:  # built once: its schedule is a list of some hundred batches
+            chooser = BatchSizeChooser(candidates, every_turn=not self._on_cuda())
+            chooser = choosers.setdefault(key, chooser)  # another thread's, if it came first
+        return chooser
 
     def _inference_run(self, eager: bool = False):
         """``(run, compiled)``: ``_run`` for inference on the module in eval mode with its

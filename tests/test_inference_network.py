@@ -222,6 +222,16 @@ def test_upsampling_then_a_convolution_runs_as_a_sub_pixel_convolution(
     torch.testing.assert_close(y, network(x), rtol=1e-5, atol=1e-5)
 
 
+def test_the_sub_pixel_convolution_follows_the_trained_one_to_another_dtype():
+    network = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(3, 2, 3, padding=1)).eval()
+    rewriting = InferenceNetwork()
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(rewriting(network)(x), network(x), rtol=1e-5, atol=1e-5)
+    fast = rewriting(network.double())  # new storage: the sub-pixel weights follow
+    assert fast[1].conv.weight.dtype == torch.float64
+    torch.testing.assert_close(fast(x.double()), network(x.double()))
+
+
 def test_one_dimensional_upsampling_runs_as_a_sub_pixel_convolution():
     signal = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv1d(3, 2, 5, padding=2)).eval()
     fast = InferenceNetwork()(signal)
