@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import os
 import sys
 import zlib
@@ -46,6 +47,14 @@ _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 # Samples hashed to check that every process trains on the same data.
 _FINGERPRINT_SAMPLES = 64
+
+# DDP's switch for not broadcasting buffers before every forward pass: renamed in
+# torch 2.13, where the old name warns (both leave the start-up sync alone).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def _launched() -> bool:
@@ -251,7 +260,7 @@ class DataParallel:
         self.wrapper = DistributedDataParallel(
             _Call(module),
             device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,
+            **_NO_BUFFER_SYNC,
         )
         self.device = device
 
