@@ -7,6 +7,8 @@ Sections (each measurement in a fresh process, rounds interleaved, medians repor
   1 thread each under torchrun. Epoch time is the median over epochs after the
   first (warm-up); the final training loss and whether the processes ended with
   bit-identical weights are reported too.
+* ``allreduce``: one gloo all-reduce of that network's gradients between 2
+  processes, waited for asleep (``work.wait()``) beside skconvae's polled wait.
 * ``search``: ``GridSearchCV`` of 8 candidates (autoencoder + logistic regression,
   2-fold) serial with one torch thread, beside the same search inside
   ``joblib.parallel_config(backend="dask")`` on a 2-worker ``LocalCluster``
@@ -17,6 +19,7 @@ Sections (each measurement in a fresh process, rounds interleaved, medians repor
   without CUDA.
 
     python benchmarks/bench_distributed.py                     # ddp + search (CPU)
+    python benchmarks/bench_distributed.py --sections allreduce
     python benchmarks/bench_distributed.py --sections gpu      # on a machine with GPUs
     python benchmarks/bench_distributed.py --quick             # smoke run
 """
@@ -75,6 +78,32 @@ def train(config: dict, out: str) -> None:
         "weights_sha256": digest.hexdigest(),
     }
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+
+
+def exchange(config: dict, out: str) -> None:
+    """Time one gloo all-reduce of the network's gradients, waited for asleep and polled."""
+    import torch
+    import torch.distributed as dist
+
+    from skconvae import ConvAutoencoderTransformer
+    from skconvae._distributed import _poll
+
+    images = load_mnist(config["data"])[0][0][:128]
+    ae = ConvAutoencoderTransformer(**NETWORK, max_epochs=1, distributed=False).fit(images)
+    grads = torch.randn(sum(p.numel() for p in ae.net_.module_.parameters()))
+    dist.init_process_group("gloo")
+    waits = {"asleep (work.wait)": lambda work: work.wait(), "polled (skconvae)": _poll}
+    times = {name: [] for name in waits}
+    for block in range(2 + 2 * config["blocks"]):  # interleaved blocks; the first two warm up
+        name = list(waits)[block % 2]
+        for _ in range(config["calls"]):
+            start = time.perf_counter()
+            waits[name](dist.all_reduce(grads, async_op=True))
+            if block >= 2:
+                times[name].append(time.perf_counter() - start)
+    if dist.get_rank() == 0:
+        Path(out, "exchange.json").write_text(json.dumps({"n": grads.numel(), "times": times}))
+    dist.destroy_process_group()
 
 
 # -- the runner ----------------------------------------------------------------------
@@ -189,6 +218,30 @@ def ddp_section(args) -> list[str]:
             f"| {name} | {row['samples']} | {row['epoch_s']:.2f} "
             f"| {row['epoch_s'] / base['epoch_s']:.2f}x | {loss} | {versus} "
             f"| {row['cpu_s']:.1f} | {identical} |"
+        )
+    return lines
+
+
+def allreduce_section(args) -> list[str]:
+    config = {"data": str(args.data), "blocks": 2 if args.quick else 10, "calls": 50}
+    with tempfile.TemporaryDirectory() as out:
+        worker = [str(Path(__file__).resolve()), "--exchange", json.dumps(config), out]
+        launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        run([[sys.executable, *launch, *worker]], threads=1)
+        result = json.loads(Path(out, "exchange.json").read_text())
+    lines = [
+        f"One gloo all-reduce of the benchmark network's {result['n']:,} gradients, "
+        "2 processes x 1 thread, nothing else running; "
+        f"{len(next(iter(result['times'].values())))} calls each way, in interleaved blocks:",
+        "",
+        "| wait | median (ms) | mean (ms) | 90th percentile (ms) |",
+        "|---|---|---|---|",
+    ]
+    for name, times in result["times"].items():
+        times = sorted(times)
+        lines.append(
+            f"| {name} | {1e3 * statistics.median(times):.2f} "
+            f"| {1e3 * statistics.fmean(times):.2f} | {1e3 * times[int(0.9 * len(times))]:.2f} |"
         )
     return lines
 
@@ -319,14 +372,21 @@ def main():
     parser.add_argument("--data", type=Path, default=MNIST_PATH)
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--train", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--exchange", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.train:
-        train(json.loads(args.train[0]), args.train[1])
+    if args.train or args.exchange:
+        worker, (config, out) = (train, args.train) if args.train else (exchange, args.exchange)
+        worker(json.loads(config), out)
         return
     if args.quick:
         args.rounds = 1
     load = os.getloadavg()[0]
-    sections = {"ddp": ddp_section, "search": search, "gpu": gpu_section}
+    sections = {
+        "ddp": ddp_section,
+        "allreduce": allreduce_section,
+        "search": search,
+        "gpu": gpu_section,
+    }
     print(f"Machine: {machine()}")
     print(f"Command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
     for name in args.sections:

@@ -17,7 +17,9 @@ contact with the other processes:
   holds the same plain module;
 * :meth:`DataParallel.backward` and :meth:`DataParallel.batch_mean` make each
   batch's recorded loss the mean over the whole global batch, so ``history``,
-  early stopping and the non-finite-loss stop agree on every process.
+  early stopping and the non-finite-loss stop agree on every process. On the
+  CPU the loss is summed in the same all-reduce as the gradients (DDP's
+  communication hook :meth:`DataParallel._average`), one collective a step.
 
 **Dask.** ``GridSearchCV`` inside ``joblib.parallel_config(backend="dask")``
 needs nothing from the package but picklable estimators; :func:`task_threads`
@@ -263,6 +265,14 @@ class DataParallel:
             **_NO_BUFFER_SYNC,
         )
         self.device = device
+        # On the CPU (gloo) each batch's loss rides in its last gradient bucket's
+        # all-reduce (see _average), one collective a step instead of two, and
+        # collectives are waited for by polling.
+        self._on_cpu = device.type == "cpu"
+        self._loss_sum = None  # this step's, while its backward pass runs
+        self._pending = []  # this step's all-reduces of the buckets before the last
+        if self._on_cpu:
+            self.wrapper.register_comm_hook(self, DataParallel._average)
 
     def shard(self, batches) -> ShardedBatches:
         """This process's part of every global batch of ``batches``."""
@@ -280,11 +290,51 @@ class DataParallel:
         share of the global batch makes the average the gradient of the global
         batch's mean loss, however unevenly the batch splits.
         """
+        weighted = loss * (part.n_local * self.world_size / part.n_global)
+        if self._on_cpu:
+            # _average sums it over the processes with the gradients, in place.
+            total = (loss.detach().float() * part.n_local).reshape(1)
+            self._loss_sum = total
+            try:
+                weighted.backward()
+            finally:
+                self._loss_sum = None
+            return total[0] / part.n_global
         # The loss's all-reduce runs while the backward pass computes.
         total, summing = self._start_sum(loss, part)
-        (loss * (part.n_local * self.world_size / part.n_global)).backward()
+        weighted.backward()
         summing.wait()
         return total[0] / part.n_global
+
+    def _average(self, bucket):
+        """DDP's communication hook on the CPU: average one bucket of gradients.
+
+        ``bucket`` is a ``torch.distributed.GradBucket``; the return value, a
+        ``torch.futures.Future`` of its averaged gradients. (No annotations: DDP
+        checks them, and this module's are strings.)
+
+        Each bucket's gradients are summed over the processes after dividing by
+        their number, as DDP's own all-reduce does, so the results are the same
+        bit for bit. The last bucket carries the batch's loss sum along, and its
+        hook waits for the step's all-reduces by polling (see :func:`_poll`).
+        """
+        grads = bucket.buffer()
+        grads.div_(self.world_size)
+        if not bucket.is_last():
+            work = dist.all_reduce(grads, async_op=True)
+            self._pending.append(work)
+            return work.get_future().then(lambda done: done.value()[0])
+        loss_sum = self._loss_sum
+        flat = grads if loss_sum is None else torch.cat([grads, loss_sum.to(grads.dtype)])
+        works, self._pending = [*self._pending, dist.all_reduce(flat, async_op=True)], []
+        for work in works:
+            _poll(work)
+        if loss_sum is not None:
+            grads.copy_(flat[:-1])
+            loss_sum.copy_(flat[-1:])
+        done = torch.futures.Future()
+        done.set_result(grads)
+        return done
 
     def share_buffers(self, module: torch.nn.Module) -> None:
         """Give every process the first process's buffers.
@@ -298,7 +348,10 @@ class DataParallel:
     def batch_mean(self, loss: torch.Tensor, part: Shard) -> torch.Tensor:
         """The mean loss over the global batch, from each process's part mean."""
         total, summing = self._start_sum(loss, part)
-        summing.wait()
+        if self._on_cpu:
+            _poll(summing)
+        else:
+            summing.wait()
         return total[0] / part.n_global
 
     def _start_sum(self, loss: torch.Tensor, part: Shard):
@@ -306,6 +359,21 @@ class DataParallel:
         ``total``, in place; it holds the sum once ``work.wait()`` returns."""
         total = (loss.detach().float() * part.n_local).reshape(1)
         return total, dist.all_reduce(total, async_op=True)
+
+
+def _poll(work) -> None:
+    """Wait for a gloo collective by polling, giving the core away between polls.
+
+    A process asleep on a collective on the CPU sometimes wakes up late (a slow
+    tail of 3-4 ms waits): on the 2-core benchmark machine a gloo all-reduce of
+    the benchmark network's gradients took 1.6-1.8 ms on average waited for
+    asleep, 1.3-1.5 ms polled (``benchmarks/bench_distributed.py --sections
+    allreduce``). Yielding lets the process's own communication threads, and
+    anything else ready on this core, run between polls.
+    """
+    while not work.is_completed():
+        os.sched_yield()
+    work.wait()  # raises the collective's error, if any
 
 
 def _check_same_data(dataset, device: torch.device) -> None:

@@ -93,6 +93,17 @@ def test_torchrun_processes_share_each_epoch_and_agree_on_losses(two_processes):
     assert sum(batch.get("valid_batch_size", 0) for batch in batches) == 1001 - n_train
 
 
+def test_torchrun_gradients_in_several_buckets_average_as_in_one(two_processes):
+    (first, second), _, _ = two_processes
+    one, several = first["buckets"]["one"], first["buckets"]["several"]
+    assert one["buckets_per_step"] == 1
+    assert several["buckets_per_step"] > 2
+    assert_same_weights(one["weights"], several["weights"])
+    assert_same_weights(several["weights"], second["buckets"]["several"]["weights"])
+    np.testing.assert_array_equal(one["losses"], several["losses"])
+    np.testing.assert_array_equal(several["losses"], second["buckets"]["several"]["losses"])
+
+
 def test_torchrun_stops_and_errors_agree(two_processes):
     (first, second), _, _ = two_processes
     assert "training loss became" in first["diverged"]

@@ -4,15 +4,18 @@ Every process fits the same models and writes what it ended with to
 ``<out>/rank<RANK>.pkl`` for the test to compare across processes.
 """
 
+import functools
 import os
 import pickle
 import sys
+from unittest import mock
 
 import torch
 from sklearn.datasets import load_digits
 from skorch.callbacks import Callback
+from torch.nn.parallel import DistributedDataParallel
 
-from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, save
+from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, _distributed, save
 from skconvae._exceptions import NonFiniteLossError
 
 
@@ -42,6 +45,17 @@ class SpoilThirdEpoch(Callback):
             with torch.no_grad():
                 for parameter in net.module_.parameters():
                     parameter.zero_()
+
+
+def counting_buckets(hook, counts):
+    """DataParallel's communication hook, counting the buckets it averages."""
+
+    def average(parallel, bucket):
+        counts["buckets"] += 1
+        counts["steps"] += bucket.is_last()
+        return hook(parallel, bucket)
+
+    return average
 
 
 def weights(estimator):
@@ -90,6 +104,30 @@ def main(out):
         callbacks=[("spoil", SpoilThirdEpoch())],
     ).fit(X)
     result["stopped"] = {"weights": weights(stopped), "epochs": len(stopped.net_.history)}
+
+    # The same fit with DDP's gradients in buckets of 1 kB (a few hundred gradients
+    # each) instead of one: each bucket is averaged as the one was, bit for bit.
+    bucketed = {}
+    for name, cap in (("one", None), ("several", 0.001)):
+        counts = {"buckets": 0, "steps": 0}
+        counter = counting_buckets(_distributed.DataParallel._average, counts)
+        with (
+            mock.patch.object(_distributed.DataParallel, "_average", counter),
+            mock.patch.object(
+                _distributed,
+                "DistributedDataParallel",
+                functools.partial(DistributedDataParallel, bucket_cap_mb=cap),
+            ),
+        ):
+            fitted = ConvAutoencoderTransformer(
+                filters=(4, 8), latent_dim=8, max_epochs=2, batch_size=63, random_state=0
+            ).fit(X)
+        bucketed[name] = {
+            "weights": weights(fitted),
+            "losses": fitted.net_.history[:, "train_loss"],
+            "buckets_per_step": counts["buckets"] / counts["steps"],
+        }
+    result["buckets"] = bucketed
 
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
