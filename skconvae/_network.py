@@ -17,6 +17,32 @@ from torch.nn import functional as F
 _ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "identity": lambda t: t}
 
 
+class _OneValueBatchNorm:
+    """Batch norm that also trains on a batch holding one value per channel.
+
+    One image whose feature map is down to 1x1 (or one signal of length 1) leaves
+    batch norm no batch statistics, and torch's raises; a fit whose last batch
+    is one sample would fail on its last step. Such a batch is normalised with
+    the running statistics instead (as in evaluation) and leaves them as they
+    are; gradients still reach the scale and shift. Any other batch is torch's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps
+            )
+        return super().forward(x)
+
+
+class BatchNorm1d(_OneValueBatchNorm, nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` that trains on one value per channel too."""
+
+
+class BatchNorm2d(_OneValueBatchNorm, nn.BatchNorm2d):
+    """:class:`torch.nn.BatchNorm2d` that trains on one value per channel too."""
+
+
 class ConvAutoencoder(nn.Module):
     """Conv encoder-decoder: ``Conv(f0)-[MaxPool-Conv(fi)]...`` and its mirror.
 
@@ -57,7 +83,9 @@ class ConvAutoencoder(nn.Module):
         ``filters=(16, 8)``); ``filters[:-1]`` reversed mirrors the encoder.
     batch_norm : bool, default=False
         Put a batch normalisation between every hidden convolution and its ReLU
-        (not after the output convolution).
+        (not after the output convolution). A training batch that leaves it one
+        value per channel (one image, a 1x1 feature map) is normalised with the
+        running statistics, where torch's batch norm raises.
     standardize_code : bool, default=False
         Give :meth:`encode` a per-feature affine map ``(code - code_mean) /
         code_std`` and :meth:`decode` its exact inverse. The statistics are
@@ -101,7 +129,7 @@ class ConvAutoencoder(nn.Module):
         spatial = len(self.input_size)
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[spatial]
         pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial]
-        norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial] if batch_norm else None
+        norm = {1: BatchNorm1d, 2: BatchNorm2d}[spatial] if batch_norm else None
         n_pools = len(filters) - 1
         factor = 2**n_pools
         self.padded_size = tuple(math.ceil(s / factor) * factor for s in self.input_size)

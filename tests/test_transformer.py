@@ -256,6 +256,46 @@ def test_odd_and_tiny_sizes_pad_and_crop(mnist, side, n_filters):
     assert recon.shape == crops.shape
 
 
+@pytest.mark.parametrize("shape", [(2, 2), (1, 2)], ids=["2x2-images", "length-2-signals"])
+def test_a_last_batch_of_one_tiny_image_trains(mnist, shape):
+    """65 images in batches of 64: the last batch is one image, whose feature map after
+    the pooling is one value per batch-norm channel (torch's batch norm raises there)."""
+    images, _ = mnist
+    crops = images[:65, 10 : 10 + shape[0], 10 : 10 + shape[1]].reshape(65, -1)
+    ae = ConvAutoencoderTransformer(max_epochs=2, random_state=0).fit(crops)
+    assert ae.image_shape_ == ((1, *shape) if shape[0] > 1 else (1, 1, 2))
+    assert ae.net_.history[-1, "batches"][-1]["train_batch_size"] == 1
+    assert np.isfinite(ae.net_.history[:, "train_loss"]).all()
+    assert ae.inverse_transform(ae.transform(crops)).shape == crops.shape
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1), (1, 3, 1, 1)], ids=["1d", "2d"])
+def test_batch_norm_on_one_value_per_channel_uses_the_running_statistics(shape):
+    from skconvae._network import BatchNorm1d, BatchNorm2d
+
+    norm = (BatchNorm1d if len(shape) == 3 else BatchNorm2d)(3).train()
+    with torch.no_grad():
+        norm.running_mean.copy_(torch.tensor([1.0, -2.0, 0.5]))
+        norm.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+        norm.weight.copy_(torch.tensor([2.0, 1.0, 3.0]))
+    x = torch.tensor([3.0, -1.0, 0.5]).reshape(shape).requires_grad_()
+    out = norm(x)
+    # (x - running mean) / running std * weight: (3 - 1) / 2 * 2, (-1 + 2) / 0.5 * 1, 0 * 3
+    torch.testing.assert_close(out.flatten(), torch.tensor([2.0, 2.0, 0.0]), rtol=1e-4, atol=0)
+    out.sum().backward()
+    assert norm.weight.grad is not None and norm.bias.grad.tolist() == [1.0, 1.0, 1.0]
+    torch.testing.assert_close(norm.running_var, torch.tensor([4.0, 0.25, 1.0]))
+    assert int(norm.num_batches_tracked) == 0
+    # Two values per channel: torch's batch norm, batch statistics and all.
+    pair = torch.cat([x.detach(), x.detach() + 1])
+    torch.testing.assert_close(
+        norm(pair),
+        torch.nn.functional.batch_norm(
+            pair, None, None, norm.weight, norm.bias, training=True, eps=norm.eps
+        ),
+    )
+
+
 def test_lfw_faces():
     skimage_data = pytest.importorskip("skimage.data")
     faces = skimage_data.lfw_subset()  # 200 real 25x25 grey faces in [0, 1]
