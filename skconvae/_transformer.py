@@ -486,6 +486,10 @@ class ConvAutoencoderTransformer(
         return data, None
 
     def _after_chunk(self, net, inputs, seed):
+        if len(inputs.data) < 2:
+            # One image gives no spread: the code statistics and density stay those
+            # of the last chunk of two or more.
+            return
         self.code_density_ = from_first_process(
             self._fit_code_density(net, inputs, seed), self.distributed
         )
@@ -498,8 +502,8 @@ class ConvAutoencoderTransformer(
         20,000 random images of streamed data (or of the chunk, for ``partial_fit``).
         """
         codes = _standardize_codes(net, data.density_sample(_N_DENSITY_SAMPLES, seed))
-        if net.module_.latent_dim is None or self.variational:
-            return None
+        if net.module_.latent_dim is None or self.variational or len(codes) < 2:
+            return None  # no density: sample decodes prior draws, or refuses
         n_components = min(_N_DENSITY_COMPONENTS, len(codes))
         mixture = GaussianMixture(
             n_components, covariance_type="full", reg_covar=1e-4, random_state=seed % (2**31)
@@ -748,6 +752,12 @@ class ConvAutoencoderTransformer(
             codes = rng.standard_normal((n_samples, self.latent_dim_))
         elif self.code_density_ is not None:
             codes = _sample_mixture(self.code_density_, n_samples, rng)
+        elif self.latent_dim_ is not None:
+            raise ValueError(
+                "sample draws codes from a density of the training images' codes, which "
+                "needs two images at least; this model was fitted on one. Fit it on more "
+                "images."
+            )
         else:
             raise ValueError(
                 "sample needs a dense latent space: refit with latent_dim set (for example "

@@ -187,6 +187,16 @@ def test_sample_needs_a_dense_latent(digits):
         ae.sample(3)
 
 
+def test_fit_on_one_image_transforms_and_sample_says_why(digits):
+    X, _ = digits
+    ae = ConvAutoencoderTransformer(**FAST, latent_dim=4).fit(X[:1])
+    assert ae.code_density_ is None
+    np.testing.assert_allclose(ae.transform(X[:1]), 0, atol=1e-5)  # the one code, centred
+    assert ae.transform(X[1:4]).shape == (3, 4)
+    with pytest.raises(ValueError, match="needs two images at least; this model was fitted"):
+        ae.sample(2)
+
+
 @pytest.mark.parametrize("n_samples", [0, -2, 1.5, "3"])
 def test_sample_rejects_bad_counts(dense_model, n_samples):
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):

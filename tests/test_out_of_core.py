@@ -183,6 +183,19 @@ def test_partial_fit_trains_one_pass_per_call_keeping_optimizer_state(digits):
     assert model.code_density_.means_.shape == (10, 8)
 
 
+def test_partial_fit_chunk_of_one_image_keeps_code_statistics_and_density(digits):
+    X = digits[0]
+    model = ConvAutoencoderTransformer(**DENSE).partial_fit(X[:500])
+    density, mean = model.code_density_, model.net_.module_.code_mean.clone()
+    model.partial_fit(X[500:501])  # one image: no spread to standardise or fit a density to
+    assert len(model.net_.history) == 2
+    assert model.code_density_ is density
+    torch.testing.assert_close(model.net_.module_.code_mean, mean, rtol=0, atol=0)
+    assert model.sample(2, random_state=0).shape == (2, 64)
+    model.partial_fit(X[501:600])
+    assert model.code_density_ is not density
+
+
 def test_partial_fit_after_fit_with_early_stopping_trains_on_the_whole_chunk(digits):
     X = digits[0]
     model = ConvAutoencoderTransformer(**DENSE, early_stopping=True).fit(X)
