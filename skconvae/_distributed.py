@@ -366,7 +366,7 @@ def _poll(work) -> None:
 
     A process asleep on a collective on the CPU sometimes wakes up late (a slow
     tail of 3-4 ms waits): on the 2-core benchmark machine a gloo all-reduce of
-    the benchmark network's gradients took 1.6-1.8 ms on average waited for
+    the benchmark network's gradients took 1.5-1.8 ms on average waited for
     asleep, 1.3-1.5 ms polled (``benchmarks/bench_distributed.py --sections
     allreduce``). Yielding lets the process's own communication threads, and
     anything else ready on this core, run between polls.
