@@ -51,7 +51,9 @@ _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _FINGERPRINT_SAMPLES = 64
 
 # DDP's switch for not broadcasting buffers before every forward pass: renamed in
-# torch 2.13, where the old name warns (both leave the start-up sync alone).
+# torch 2.13, where the old name warns. The new one still broadcasts them once as
+# DDP starts, which changes nothing here: every process starts from the same buffers
+# (the shared seed, or a model whose buffers the last fit shared).
 _NO_BUFFER_SYNC = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
