@@ -295,7 +295,7 @@ class DataParallel:
         weighted = loss * (part.n_local * self.world_size / part.n_global)
         if self._on_cpu:
             # _average sums it over the processes with the gradients, in place.
-            total = (loss.detach().float() * part.n_local).reshape(1)
+            total = _part_sum(loss, part)
             self._loss_sum = total
             try:
                 weighted.backward()
@@ -359,8 +359,14 @@ class DataParallel:
     def _start_sum(self, loss: torch.Tensor, part: Shard):
         """``(total, work)``: start summing the loss over the global batch into
         ``total``, in place; it holds the sum once ``work.wait()`` returns."""
-        total = (loss.detach().float() * part.n_local).reshape(1)
+        total = _part_sum(loss, part)
         return total, dist.all_reduce(total, async_op=True)
+
+
+def _part_sum(loss: torch.Tensor, part: Shard) -> torch.Tensor:
+    """This process's share of the global batch's loss sum: its part's mean loss times
+    the samples that count, as a 1-element float tensor to sum over the processes."""
+    return (loss.detach().float() * part.n_local).reshape(1)
 
 
 def _poll(work) -> None:
