@@ -276,3 +276,87 @@ def test_fit_in_a_threaded_dask_worker_takes_its_share_of_cores(small_digits, ha
     assert torch.get_num_threads() == before
     local = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()]).fit(X)
     assert local.net_.history[0, "torch_threads"] == before
+
+
+# -- on a GPU (pytest -m gpu) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_processes_on_one_gpu(tmp_path_factory):
+    """What each of 2 torchrun processes training data-parallel on one GPU ended with."""
+    from .conftest import MNIST_PATH
+
+    if not MNIST_PATH.exists():
+        pytest.skip(f"MNIST test set not found at {MNIST_PATH}")
+    out = tmp_path_factory.mktemp("torchrun_gpu")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(ROOT / "tests" / "torchrun_gpu_fit.py"), str(MNIST_PATH), str(out),
+    ]  # fmt: skip
+    completed = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return [pickle.loads((out / f"rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torchrun_processes_train_data_parallel_on_cuda(two_processes_on_one_gpu, mnist):
+    from .torchrun_gpu_fit import N_FIT, SETTINGS
+
+    first, second = two_processes_on_one_gpu
+    for result in (first, second):
+        assert result["device"].startswith("cuda")
+        assert result["parameters_on"] == ["cuda:0"]
+        assert result["module"] != "DistributedDataParallel"
+    # DDP averaged the gradients on the GPU: the same steps, the same weights.
+    assert_same_weights(first["weights"], second["weights"])
+    assert_same_weights(first["partial_weights"], second["partial_weights"])
+    assert first["train_loss"] == second["train_loss"]
+    np.testing.assert_array_equal(first["codes"], second["codes"])
+    # The same global batch and seed in one process: the same training, up to batch
+    # norm's statistics over half batches and cuDNN's rounding.
+    images, _ = mnist
+    alone = ConvAutoencoderTransformer(**SETTINGS, random_state=0).fit(images[:N_FIT])
+    np.testing.assert_allclose(first["train_loss"], alone.net_.history[:, "train_loss"], rtol=0.03)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dask_worker_holding_the_gpu_fits_and_encodes_on_it(mnist, hard_timeout):
+    """The user guide's one-GPU-per-worker recipe on a real GPU: fits asked to need one
+    "GPU" run on the worker that holds it and train there on CUDA."""
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    from joblib import parallel_config
+    from sklearn.model_selection import cross_validate
+
+    images, labels = mnist
+    X, y = images[:600].reshape(600, -1), labels[:600]
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            resources={"GPU": 1},
+            preload=["skconvae"],
+            dashboard_address=":0",
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        with parallel_config(backend="dask", resources={"GPU": 1}):
+            spread = cross_validate(_pipeline(), X, y, cv=2, n_jobs=-1, return_estimator=True)
+        ae = ConvAutoencoderTransformer(**FAST)
+        fitted = client.submit(ae.fit, X, resources={"GPU": 1}).result()
+        blocks = da.from_array(X, chunks=(150, X.shape[1]))
+        n_out = len(fitted.get_feature_names_out())
+        codes = blocks.map_blocks(
+            fitted.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
+        ).compute()
+    assert fitted.device_ == "cuda"
+    assert [pipe[0].device_ for pipe in spread["estimator"]] == ["cuda", "cuda"]
+    serial = cross_validate(_pipeline(), X, y, cv=2)
+    # cuDNN picks its algorithms per process: scores agree to a few digits of 300.
+    np.testing.assert_allclose(spread["test_score"], serial["test_score"], atol=0.03)
+    np.testing.assert_allclose(codes, fitted.transform(X), rtol=1e-3, atol=1e-3)
