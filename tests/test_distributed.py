@@ -310,12 +310,13 @@ def test_torchrun_processes_train_data_parallel_on_cuda(two_processes_on_one_gpu
     for result in (first, second):
         assert result["device"].startswith("cuda")
         assert result["parameters_on"] == ["cuda:0"]
-        assert result["module"] != "DistributedDataParallel"
+        assert result["module"] == "ConvAutoencoder"  # the plain module, no DDP wrapper
     # DDP averaged the gradients on the GPU: the same steps, the same weights.
     assert_same_weights(first["weights"], second["weights"])
     assert_same_weights(first["partial_weights"], second["partial_weights"])
     assert first["train_loss"] == second["train_loss"]
-    np.testing.assert_array_equal(first["codes"], second["codes"])
+    # Each process encodes on its own; cuDNN may pick another algorithm in each.
+    np.testing.assert_allclose(first["codes"], second["codes"], rtol=1e-4, atol=1e-5)
     # The same global batch and seed in one process: the same training, up to batch
     # norm's statistics over half batches and cuDNN's rounding.
     images, _ = mnist
