@@ -501,7 +501,8 @@ class ConvAutoencoderTransformer(
         Both come from the codes of all in-memory training images, or of at most
         20,000 random images of streamed data (or of the chunk, for ``partial_fit``).
         """
-        codes = _standardize_codes(net, data.density_sample(_N_DENSITY_SAMPLES, seed))
+        images = data.density_sample(_N_DENSITY_SAMPLES, seed)
+        codes = _standardize_codes(net, images, self.distributed)
         if net.module_.latent_dim is None or self.variational or len(codes) < 2:
             return None  # no density: sample decodes prior draws, or refuses
         n_components = min(_N_DENSITY_COMPONENTS, len(codes))
@@ -776,9 +777,14 @@ class ConvAutoencoderTransformer(
         return tags
 
 
-def _standardize_codes(net, images) -> np.ndarray:
+def _standardize_codes(net, images, distributed) -> np.ndarray:
     """Codes of the training images; with ``standardize_code``, set the module's code
-    statistics from them first and return them standardised."""
+    statistics from them first and return them standardised.
+
+    In a launch every process takes the first process's statistics: each encodes on
+    its own, and on CUDA two processes may batch or pick kernels differently (a
+    batch size measured per process), which changes the codes' rounding.
+    """
     module = net.module_
     if not module.standardize_code:
         return net.encode(images, eager=True)
@@ -789,6 +795,7 @@ def _standardize_codes(net, images) -> np.ndarray:
     # A (nearly) constant feature is only centred: scaled up, its rounding noise
     # would become a unit-variance feature of pure noise.
     std = np.where(std > 1e-4 * std.max(), std, 1.0)
+    mean, std = from_first_process((mean, std), distributed)
     module.set_code_statistics(mean, std)
     return ((raw - mean) / std).astype(np.float32)
 

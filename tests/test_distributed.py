@@ -68,6 +68,11 @@ def test_torchrun_processes_end_with_the_same_model(two_processes):
     np.testing.assert_array_equal(a["density_means"], b["density_means"])
     np.testing.assert_array_equal(a["transform"], b["transform"])
     assert a["parallel_left"] is None and b["parallel_left"] is None
+    # The code statistics are the first process's, however each process's codes round.
+    assert_same_weights(first["encoded_apart"]["weights"], second["encoded_apart"]["weights"])
+    np.testing.assert_array_equal(
+        first["encoded_apart"]["density_means"], second["encoded_apart"]["density_means"]
+    )
     # Early stopping loaded an earlier epoch's weights: batch norm's statistics of
     # that epoch were shared before they were kept (without it, they differ).
     assert first["stopped"]["epochs"] == second["stopped"]["epochs"] == 3

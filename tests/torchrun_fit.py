@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, _distributed, save
 from skconvae._exceptions import NonFiniteLossError
+from skconvae._net import AutoencoderNet
 
 
 class CountSamples(Callback):
@@ -128,6 +129,24 @@ def main(out):
             "buckets_per_step": counts["buckets"] / counts["steps"],
         }
     result["buckets"] = bucketed
+
+    # Each process computes the code statistics from its own encoding of the training
+    # images; on CUDA those may round differently (batch sizes measured per process).
+    # Here the second process's codes are shifted on purpose: the statistics must still
+    # be the first process's.
+    encode = AutoencoderNet.encode
+
+    def shifted(net, *args, **kwargs):
+        return encode(net, *args, **kwargs) + 1e-3 * rank
+
+    with mock.patch.object(AutoencoderNet, "encode", shifted):
+        encoded_apart = ConvAutoencoderTransformer(
+            filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
+        ).fit(X)
+    result["encoded_apart"] = {
+        "weights": weights(encoded_apart),
+        "density_means": encoded_apart.code_density_.means_,
+    }
 
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
