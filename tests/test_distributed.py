@@ -321,7 +321,7 @@ def test_torchrun_processes_train_data_parallel_on_cuda(two_processes_on_one_gpu
     assert_same_weights(first["partial_weights"], second["partial_weights"])
     assert first["train_loss"] == second["train_loss"]
     # Each process encodes on its own; cuDNN may pick another algorithm in each.
-    np.testing.assert_allclose(first["codes"], second["codes"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(first["codes"], second["codes"], rtol=1e-3, atol=1e-3)
     # The same global batch and seed in one process: the same training, up to batch
     # norm's statistics over half batches and cuDNN's rounding.
     images, _ = mnist
