@@ -214,9 +214,33 @@ def _modules_imported_by_an_optimizer() -> list[str]:
     return sorted(set(sys.modules) - before)
 
 
+def _gpu_recipe_cluster(distributed, n_workers):
+    """The user guide's one-GPU-per-worker recipe: single-threaded workers that each hold
+    one "GPU" resource and import skconvae as they start."""
+    return distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        resources={"GPU": 1},
+        preload=["skconvae"],
+        dashboard_address=":0",
+    )
+
+
+def _codes_on_the_cluster(model, X, rows):
+    """``model.transform`` of ``X`` as a dask array of ``rows``-row blocks, computed on
+    the current client: the estimator travels once, with the graph."""
+    import dask.array as da
+
+    n_out = len(model.get_feature_names_out())
+    blocks = da.from_array(X, chunks=(rows, X.shape[1]))
+    return blocks.map_blocks(
+        model.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
+    ).compute()
+
+
 def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout):
     distributed = pytest.importorskip("distributed")
-    da = pytest.importorskip("dask.array")
+    pytest.importorskip("dask.array")
     from joblib import parallel_config
 
     X, y = small_digits
@@ -230,15 +254,9 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout
     finally:
         torch.set_num_threads(threads)
     with (
-        # The user guide's one-GPU-per-worker recipe, on CPU workers: each worker holds one
-        # "GPU" resource and every fit asks for one; workers import skconvae as they start.
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            resources={"GPU": 1},
-            preload=["skconvae"],
-            dashboard_address=":0",
-        ) as cluster,
+        # The user guide's one-GPU-per-worker recipe, on CPU workers: every fit asks for
+        # the "GPU" resource each worker holds.
+        _gpu_recipe_cluster(distributed, n_workers=2) as cluster,
         distributed.Client(cluster) as client,
         parallel_config(backend="dask", resources={"GPU": 1}),
     ):
@@ -251,12 +269,7 @@ def test_grid_search_on_a_dask_cluster_matches_serial(small_digits, hard_timeout
         spread = GridSearchCV(_pipeline(), grid, cv=2, n_jobs=-1).fit(X, y)
         ae = ConvAutoencoderTransformer(**FAST, callbacks=[RecordThreads()])
         on_worker = client.submit(ae.fit, X).result()
-        # Inference on the cluster: the estimator travels once, with the graph.
-        n_out = len(on_worker.get_feature_names_out())
-        blocks = da.from_array(X, chunks=(100, X.shape[1]))
-        codes = blocks.map_blocks(
-            on_worker.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
-        ).compute()
+        codes = _codes_on_the_cluster(on_worker, X, rows=100)
     for key in ("mean_test_score", "split0_test_score", "split1_test_score", "rank_test_score"):
         np.testing.assert_array_equal(spread.cv_results_[key], serial.cv_results_[key], key)
     # Worker processes run one task per thread: torch takes one thread per fit.
@@ -335,31 +348,21 @@ def test_dask_worker_holding_the_gpu_fits_and_encodes_on_it(mnist, hard_timeout)
     """The user guide's one-GPU-per-worker recipe on a real GPU: fits asked to need one
     "GPU" run on the worker that holds it and train there on CUDA."""
     distributed = pytest.importorskip("distributed")
-    da = pytest.importorskip("dask.array")
+    pytest.importorskip("dask.array")
     from joblib import parallel_config
     from sklearn.model_selection import cross_validate
 
     images, labels = mnist
     X, y = images[:600].reshape(600, -1), labels[:600]
     with (
-        distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            resources={"GPU": 1},
-            preload=["skconvae"],
-            dashboard_address=":0",
-        ) as cluster,
+        _gpu_recipe_cluster(distributed, n_workers=1) as cluster,
         distributed.Client(cluster) as client,
     ):
         with parallel_config(backend="dask", resources={"GPU": 1}):
             spread = cross_validate(_pipeline(), X, y, cv=2, n_jobs=-1, return_estimator=True)
         ae = ConvAutoencoderTransformer(**FAST)
         fitted = client.submit(ae.fit, X, resources={"GPU": 1}).result()
-        blocks = da.from_array(X, chunks=(150, X.shape[1]))
-        n_out = len(fitted.get_feature_names_out())
-        codes = blocks.map_blocks(
-            fitted.transform, dtype=np.float32, chunks=(blocks.chunks[0], (n_out,))
-        ).compute()
+        codes = _codes_on_the_cluster(fitted, X, rows=150)
     assert fitted.device_ == "cuda"
     assert [pipe[0].device_ for pipe in spread["estimator"]] == ["cuda", "cuda"]
     serial = cross_validate(_pipeline(), X, y, cv=2)
