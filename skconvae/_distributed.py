@@ -155,6 +155,22 @@ def from_first_process(value, distributed):
     return box[0]
 
 
+def computed_by_first_process(compute, distributed):
+    """``compute()`` run by the first process of a launch alone, its result on every
+    process (the others wait for it). Outside a launch, ``compute()``.
+
+    For work whose result must be the same everywhere and that needs no other
+    process, so that the other processes need not repeat it.
+    """
+    if distributed is False or not (dist.is_available() and dist.is_initialized()):
+        return compute()
+    if dist.get_world_size() == 1:
+        return compute()
+    box = [compute() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
+
+
 def prints_progress(distributed) -> bool:
     """False on every process of a launch but the first: only one prints progress."""
     if distributed is False or not (dist.is_available() and dist.is_initialized()):

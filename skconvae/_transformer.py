@@ -28,7 +28,7 @@ from ._base import (
     validate_images,
 )
 from ._dask import accepts_dask
-from ._distributed import from_first_process, launch_setup
+from ._distributed import computed_by_first_process, from_first_process, launch_setup
 from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
 from ._layout import ImageLayout
 from ._net import AutoencoderNet, cuda_autotune
@@ -448,7 +448,7 @@ class ConvAutoencoderTransformer(
                     for_chunks(net)
                 net.initialize()
             net.partial_fit(data.data, epochs=1 if incremental else None)
-            density = from_first_process(self._fit_code_density(net, data, seed), self.distributed)
+            density = self._fit_code_density(net, data, seed)
 
         self.net_ = net
         self.code_density_ = density
@@ -490,9 +490,7 @@ class ConvAutoencoderTransformer(
             # One image gives no spread: the code statistics and density stay those
             # of the last chunk of two or more.
             return
-        self.code_density_ = from_first_process(
-            self._fit_code_density(net, inputs, seed), self.distributed
-        )
+        self.code_density_ = self._fit_code_density(net, inputs, seed)
 
     def _fit_code_density(self, net, data, seed):
         """Set the code statistics (``standardize_code``) and fit the Gaussian mixture
@@ -500,20 +498,14 @@ class ConvAutoencoderTransformer(
 
         Both come from the codes of all in-memory training images, or of at most
         20,000 random images of streamed data (or of the chunk, for ``partial_fit``).
+        In a launch the first process fits the mixture and the others take it.
         """
         images = data.density_sample(_N_DENSITY_SAMPLES, seed)
         codes = _standardize_codes(net, images, self.distributed)
-        if net.module_.latent_dim is None or self.variational or len(codes) < 2:
-            return None  # no density: sample decodes prior draws, or refuses
-        n_components = min(_N_DENSITY_COMPONENTS, len(codes))
-        mixture = GaussianMixture(
-            n_components, covariance_type="full", reg_covar=1e-4, random_state=seed % (2**31)
+        dense = net.module_.latent_dim is not None and not self.variational
+        return computed_by_first_process(
+            lambda: _code_mixture(codes, seed) if dense else None, self.distributed
         )
-        # One BLAS thread: beside torch's freshly idle OpenMP threads, two BLAS threads
-        # made this fit 3-4x slower on 2 cores (4.2 s against 1.1 s on MNIST's codes),
-        # and one thread makes its result independent of the machine's thread count.
-        with threadpool_limits(1, user_api="blas"):
-            return mixture.fit(codes.astype(np.float64))
 
     def _build_net(
         self,
@@ -798,6 +790,22 @@ def _standardize_codes(net, images, distributed) -> np.ndarray:
     mean, std = from_first_process((mean, std), distributed)
     module.set_code_statistics(mean, std)
     return ((raw - mean) / std).astype(np.float32)
+
+
+def _code_mixture(codes: np.ndarray, seed: int) -> GaussianMixture | None:
+    """The Gaussian mixture over the codes behind :meth:`sample`; None for fewer than
+    two codes (then ``sample`` decodes prior draws, or refuses)."""
+    if len(codes) < 2:
+        return None
+    n_components = min(_N_DENSITY_COMPONENTS, len(codes))
+    mixture = GaussianMixture(
+        n_components, covariance_type="full", reg_covar=1e-4, random_state=seed % (2**31)
+    )
+    # One BLAS thread: beside torch's freshly idle OpenMP threads, two BLAS threads
+    # made this fit 3-4x slower on 2 cores (4.2 s against 1.1 s on MNIST's codes),
+    # and one thread makes its result independent of the machine's thread count.
+    with threadpool_limits(1, user_api="blas"):
+        return mixture.fit(codes.astype(np.float64))
 
 
 def _sample_mixture(mixture: GaussianMixture, n_samples: int, rng) -> np.ndarray:

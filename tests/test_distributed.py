@@ -73,6 +73,9 @@ def test_torchrun_processes_end_with_the_same_model(two_processes):
     np.testing.assert_array_equal(
         first["encoded_apart"]["density_means"], second["encoded_apart"]["density_means"]
     )
+    # Only the first process fitted the code density; the second took it.
+    assert first["encoded_apart"]["mixture_fits"] == 1
+    assert second["encoded_apart"]["mixture_fits"] == 0
     # Early stopping loaded an earlier epoch's weights: batch norm's statistics of
     # that epoch were shared before they were kept (without it, they differ).
     assert first["stopped"]["epochs"] == second["stopped"]["epochs"] == 3

@@ -12,6 +12,7 @@ from unittest import mock
 
 import torch
 from sklearn.datasets import load_digits
+from sklearn.mixture import GaussianMixture
 from skorch.callbacks import Callback
 from torch.nn.parallel import DistributedDataParallel
 
@@ -139,13 +140,23 @@ def main(out):
     def shifted(net, *args, **kwargs):
         return encode(net, *args, **kwargs) + 1e-3 * rank
 
-    with mock.patch.object(AutoencoderNet, "encode", shifted):
+    # The code density's mixture is fitted by the first process alone.
+    mixture_fits = mock.Mock(wraps=GaussianMixture.fit)
+
+    def counted_fit(mixture, *args, **kwargs):
+        return mixture_fits(mixture, *args, **kwargs)
+
+    with (
+        mock.patch.object(AutoencoderNet, "encode", shifted),
+        mock.patch.object(GaussianMixture, "fit", counted_fit),
+    ):
         encoded_apart = ConvAutoencoderTransformer(
             filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
         ).fit(X)
     result["encoded_apart"] = {
         "weights": weights(encoded_apart),
         "density_means": encoded_apart.code_density_.means_,
+        "mixture_fits": mixture_fits.call_count,
     }
 
     images = X.reshape(-1, 8, 8)[:200]
