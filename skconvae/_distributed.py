@@ -160,15 +160,24 @@ def computed_by_first_process(compute, distributed):
     process (the others wait for it). Outside a launch, ``compute()``.
 
     For work whose result must be the same everywhere and that needs no other
-    process, so that the other processes need not repeat it.
+    process, so that the other processes need not repeat it. An error in it is
+    raised on every process, not only the first (the others would wait forever).
     """
     if distributed is False or not (dist.is_available() and dist.is_initialized()):
         return compute()
     if dist.get_world_size() == 1:
         return compute()
-    box = [compute() if dist.get_rank() == 0 else None]
+    box = [(None, None)]
+    if dist.get_rank() == 0:
+        try:
+            box = [(compute(), None)]
+        except Exception as error:
+            box = [(None, error)]
     dist.broadcast_object_list(box, src=0, device=_collective_device())
-    return box[0]
+    value, error = box[0]
+    if error is not None:
+        raise error
+    return value
 
 
 def prints_progress(distributed) -> bool:

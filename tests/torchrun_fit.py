@@ -159,6 +159,15 @@ def main(out):
         "mixture_fits": mixture_fits.call_count,
     }
 
+    # A mixture that fails on the first process fails the fit on every process.
+    with mock.patch.object(GaussianMixture, "fit", side_effect=ValueError("mixture failed")):
+        try:
+            ConvAutoencoderTransformer(
+                filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
+            ).fit(X)
+        except ValueError as exc:
+            result["mixture_error"] = str(exc)
+
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
         filters=(4,), max_epochs=2, batch_size=32, random_state=1
