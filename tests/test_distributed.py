@@ -27,6 +27,28 @@ TORCHRUN_TIMEOUT_S = 240
 CLUSTER_TIMEOUT_S = 300
 
 
+def run_launch(command, env) -> subprocess.CompletedProcess:
+    """Run a torchrun launch; past ``TORCHRUN_TIMEOUT_S`` stop it and fail.
+
+    torchrun starts each worker in a session of its own, so killing the launcher
+    would leave hung workers behind; SIGTERM makes it stop them first.
+    """
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as launch:
+        try:
+            stdout, stderr = launch.communicate(timeout=TORCHRUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            launch.terminate()
+            try:
+                launch.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                launch.kill()
+                launch.communicate()
+            pytest.fail(f"the torchrun launch hung: stopped after {TORCHRUN_TIMEOUT_S} s")
+    return subprocess.CompletedProcess(command, launch.returncode, stdout, stderr)
+
+
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     """What each of 2 torchrun processes (gloo, 1 thread each) ended with."""
@@ -37,9 +59,7 @@ def two_processes(tmp_path_factory):
         f"--log-dir={out / 'logs'}", "--redirects=3",
         str(ROOT / "tests" / "torchrun_fit.py"), str(out),
     ]  # fmt: skip
-    completed = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
-    )
+    completed = run_launch(command, env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = [pickle.loads((out / f"rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
     logs = {
@@ -118,6 +138,8 @@ def test_torchrun_stops_and_errors_agree(two_processes):
     assert first["diverged"] == second["diverged"]
     assert "given different training data" in first["mismatch"]
     assert first["mismatch"] == second["mismatch"]
+    # The code density is fitted by the first process alone; its error reaches both.
+    assert first["mixture_error"] == second["mixture_error"] == "mixture failed"
 
 
 def test_torchrun_only_first_process_prints(two_processes):
@@ -315,9 +337,7 @@ def two_processes_on_one_gpu(tmp_path_factory):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(ROOT / "tests" / "torchrun_gpu_fit.py"), str(MNIST_PATH), str(out),
     ]  # fmt: skip
-    completed = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=TORCHRUN_TIMEOUT_S
-    )
+    completed = run_launch(command, env)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return [pickle.loads((out / f"rank{rank}.pkl").read_bytes()) for rank in (0, 1)]
 
