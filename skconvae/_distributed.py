@@ -141,18 +141,17 @@ def launch_setup(distributed, device: str, random_state) -> tuple[str, int]:
     return _process_device(device), int(shared.item())
 
 
+def _in_a_launch(distributed) -> bool:
+    """Whether this fit trains in a started process group (``distributed`` not False)."""
+    return distributed is not False and dist.is_available() and dist.is_initialized()
+
+
 def from_first_process(value, distributed):
     """``value`` as the first process of a launch computed it, on every process.
 
     Outside a launch (or with ``distributed=False``) ``value`` itself.
     """
-    if distributed is False or not (dist.is_available() and dist.is_initialized()):
-        return value
-    if dist.get_world_size() == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0, device=_collective_device())
-    return box[0]
+    return computed_by_first_process(lambda: value, distributed)
 
 
 def computed_by_first_process(compute, distributed):
@@ -163,9 +162,7 @@ def computed_by_first_process(compute, distributed):
     process, so that the other processes need not repeat it. An error in it is
     raised on every process, not only the first (the others would wait forever).
     """
-    if distributed is False or not (dist.is_available() and dist.is_initialized()):
-        return compute()
-    if dist.get_world_size() == 1:
+    if not _in_a_launch(distributed) or dist.get_world_size() == 1:
         return compute()
     box = [(None, None)]
     if dist.get_rank() == 0:
@@ -182,9 +179,7 @@ def computed_by_first_process(compute, distributed):
 
 def prints_progress(distributed) -> bool:
     """False on every process of a launch but the first: only one prints progress."""
-    if distributed is False or not (dist.is_available() and dist.is_initialized()):
-        return True
-    return dist.get_rank() == 0
+    return not _in_a_launch(distributed) or dist.get_rank() == 0
 
 
 class _Call(torch.nn.Module):

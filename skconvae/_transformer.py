@@ -28,7 +28,7 @@ from ._base import (
     validate_images,
 )
 from ._dask import accepts_dask
-from ._distributed import computed_by_first_process, from_first_process, launch_setup
+from ._distributed import computed_by_first_process, launch_setup
 from ._incremental import IncrementalFitMixin, for_chunks, warn_out_of_range
 from ._layout import ImageLayout
 from ._net import AutoencoderNet, cuda_autotune
@@ -498,14 +498,23 @@ class ConvAutoencoderTransformer(
 
         Both come from the codes of all in-memory training images, or of at most
         20,000 random images of streamed data (or of the chunk, for ``partial_fit``).
-        In a launch the first process fits the mixture and the others take it.
+        In a launch the first process computes both and the others take them: each
+        process would encode on its own, and on CUDA two processes may batch or pick
+        kernels differently (a batch size measured per process), which changes the
+        codes' rounding.
         """
+        module = net.module_
         images = data.density_sample(_N_DENSITY_SAMPLES, seed)
-        codes = _standardize_codes(net, images, self.distributed)
-        dense = net.module_.latent_dim is not None and not self.variational
-        return computed_by_first_process(
-            lambda: _code_mixture(codes, seed) if dense else None, self.distributed
-        )
+        dense = module.latent_dim is not None and not self.variational
+
+        def first_process():
+            codes, statistics = _standardize_codes(net, images)
+            return statistics, _code_mixture(codes, seed) if dense else None
+
+        statistics, density = computed_by_first_process(first_process, self.distributed)
+        if statistics is not None:  # the first process has them set already
+            module.set_code_statistics(*statistics)
+        return density
 
     def _build_net(
         self,
@@ -769,17 +778,13 @@ class ConvAutoencoderTransformer(
         return tags
 
 
-def _standardize_codes(net, images, distributed) -> np.ndarray:
-    """Codes of the training images; with ``standardize_code``, set the module's code
-    statistics from them first and return them standardised.
-
-    In a launch every process takes the first process's statistics: each encodes on
-    its own, and on CUDA two processes may batch or pick kernels differently (a
-    batch size measured per process), which changes the codes' rounding.
-    """
+def _standardize_codes(net, images) -> tuple[np.ndarray, tuple | None]:
+    """``(codes, statistics)`` of the training images; with ``standardize_code``, set
+    the module's code statistics ``(mean, std)`` from them first and return the codes
+    standardised, else the codes and None."""
     module = net.module_
     if not module.standardize_code:
-        return net.encode(images, eager=True)
+        return net.encode(images, eager=True), None
     n_features = module.n_features_out
     module.set_code_statistics(np.zeros(n_features), np.ones(n_features))
     raw = net.encode(images, eager=True).astype(np.float64)
@@ -787,9 +792,8 @@ def _standardize_codes(net, images, distributed) -> np.ndarray:
     # A (nearly) constant feature is only centred: scaled up, its rounding noise
     # would become a unit-variance feature of pure noise.
     std = np.where(std > 1e-4 * std.max(), std, 1.0)
-    mean, std = from_first_process((mean, std), distributed)
     module.set_code_statistics(mean, std)
-    return ((raw - mean) / std).astype(np.float32)
+    return ((raw - mean) / std).astype(np.float32), (mean, std)
 
 
 def _code_mixture(codes: np.ndarray, seed: int) -> GaussianMixture | None:

@@ -131,24 +131,20 @@ def main(out):
         }
     result["buckets"] = bucketed
 
-    # Each process computes the code statistics from its own encoding of the training
-    # images; on CUDA those may round differently (batch sizes measured per process).
-    # Here the second process's codes are shifted on purpose: the statistics must still
-    # be the first process's.
+    # On CUDA two processes' encodings of the training images may round differently
+    # (batch sizes measured per process). Here the second process's codes are shifted
+    # on purpose: the code statistics must still be the first process's.
     encode = AutoencoderNet.encode
 
     def shifted(net, *args, **kwargs):
         return encode(net, *args, **kwargs) + 1e-3 * rank
 
     # The code density's mixture is fitted by the first process alone.
-    mixture_fits = mock.Mock(wraps=GaussianMixture.fit)
-
-    def counted_fit(mixture, *args, **kwargs):
-        return mixture_fits(mixture, *args, **kwargs)
-
     with (
         mock.patch.object(AutoencoderNet, "encode", shifted),
-        mock.patch.object(GaussianMixture, "fit", counted_fit),
+        mock.patch.object(
+            GaussianMixture, "fit", autospec=True, side_effect=GaussianMixture.fit
+        ) as mixture_fits,
     ):
         encoded_apart = ConvAutoencoderTransformer(
             filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
