@@ -106,8 +106,7 @@ def load_mnist_rows(path: Path, quick: bool, split: str = "first"):
     X = data["images"].reshape(len(data["images"]), -1)  # flat uint8 rows
     y = data["labels"]
     n_test = len(X) - N_TRAIN
-    block = {"first": N_TRAIN // n_test, "last": 0}.get(split, None)
-    block = int(split) if block is None else block
+    block = int({"first": N_TRAIN // n_test, "last": 0}.get(split, split))
     scored = np.zeros(len(X), dtype=bool)
     scored[block * n_test : (block + 1) * n_test] = True
     X, y = np.concatenate([X[~scored], X[scored]]), np.concatenate([y[~scored], y[scored]])
