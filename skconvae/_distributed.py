@@ -32,6 +32,7 @@ import atexit
 import contextlib
 import inspect
 import os
+import pickle
 import sys
 import zlib
 
@@ -169,12 +170,27 @@ def computed_by_first_process(compute, distributed):
         try:
             box = [(compute(), None)]
         except Exception as error:
-            box = [(None, error)]
+            box = [(None, _picklable(error))]
     dist.broadcast_object_list(box, src=0, device=_collective_device())
     value, error = box[0]
     if error is not None:
         raise error
     return value
+
+
+def _picklable(error: Exception) -> Exception:
+    """``error``, or a ``RuntimeError`` naming it where it cannot be pickled.
+
+    An error that cannot be pickled would fail the broadcast on the first process
+    only, and leave the others waiting for it.
+    """
+    try:
+        pickle.dumps(error)
+    except Exception:
+        stand_in = RuntimeError(f"{type(error).__name__}: {error}")
+        stand_in.__cause__ = error
+        return stand_in
+    return error
 
 
 def prints_progress(distributed) -> bool:

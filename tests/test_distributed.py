@@ -140,6 +140,9 @@ def test_torchrun_stops_and_errors_agree(two_processes):
     assert first["mismatch"] == second["mismatch"]
     # The code density is fitted by the first process alone; its error reaches both.
     assert first["mixture_error"] == second["mixture_error"] == "mixture failed"
+    # One that cannot be pickled reaches them by name instead of hanging the others.
+    assert first["unpicklable_error"] == second["unpicklable_error"]
+    assert first["unpicklable_error"] == "HoldsALock: mixture failed"
 
 
 def test_torchrun_only_first_process_prints(two_processes):

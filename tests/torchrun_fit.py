@@ -8,6 +8,7 @@ import functools
 import os
 import pickle
 import sys
+import threading
 from unittest import mock
 
 import torch
@@ -19,6 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 from skconvae import ConvAutoencoderRegressor, ConvAutoencoderTransformer, _distributed, save
 from skconvae._exceptions import NonFiniteLossError
 from skconvae._net import AutoencoderNet
+
+
+class HoldsALock(ValueError):
+    """An error that cannot be pickled: it holds a lock."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
 
 
 class CountSamples(Callback):
@@ -163,6 +172,14 @@ def main(out):
             ).fit(X)
         except ValueError as exc:
             result["mixture_error"] = str(exc)
+    # Even where the error cannot be pickled to be sent to the others.
+    with mock.patch.object(GaussianMixture, "fit", side_effect=HoldsALock("mixture failed")):
+        try:
+            ConvAutoencoderTransformer(
+                filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
+            ).fit(X)
+        except RuntimeError as exc:
+            result["unpicklable_error"] = str(exc)
 
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
