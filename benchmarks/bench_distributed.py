@@ -43,7 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import MNIST_PATH, ROOT, load_mnist, machine
 
-NETWORK = {"filters": (16, 8), "lr": 1e-3, "random_state": 0}
+# warp=None: the training measured before warped inputs became the default on MNIST.
+NETWORK = {"filters": (16, 8), "lr": 1e-3, "warp": None, "random_state": 0}
 
 
 # -- one training run (runs inside the measured process) -------------------------------

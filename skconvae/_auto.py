@@ -31,6 +31,10 @@ AUTO_STEPS = 2000
 AUTO_MIN_EPOCHS = 10
 AUTO_MAX_EPOCHS = 100
 
+# Warped training inputs by default for 2-D images whose smaller side has at least
+# this many pixels: a warp of a smaller image blurs away much of what it holds.
+AUTO_WARP_MIN_SIDE = 16
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -41,6 +45,8 @@ class Resolved:
     latent_dim: int | None
     loss: str
     max_epochs: int
+    warp: str | None
+    warp_epochs: int
     batch_norm: bool
     standardize_code: bool
 
@@ -69,6 +75,16 @@ def auto_loss(scaling: str | None) -> str:
     return "bce" if scaling == "minmax" else "mse"
 
 
+def auto_warp(spatial_size: tuple[int, ...], noise: str | None) -> str | None:
+    """``"affine"`` for 2-D images of at least 16 pixels a side without ``noise``, else None.
+
+    Denoising (``noise``) must reconstruct each image where it is, not undo a warp.
+    """
+    two_d = len(spatial_size) == 2
+    big = two_d and min(spatial_size) >= AUTO_WARP_MIN_SIDE
+    return "affine" if big and noise is None else None
+
+
 def resolve(estimator, spatial_size: tuple[int, ...], n_values: int, n_samples: int) -> Resolved:
     """Resolve the ``"auto"`` parameters of ``estimator`` for images of ``spatial_size``
     with ``n_values`` values each (pixels x channels), ``n_samples`` of them."""
@@ -83,6 +99,10 @@ def resolve(estimator, spatial_size: tuple[int, ...], n_values: int, n_samples: 
     max_epochs = estimator.max_epochs
     if isinstance(max_epochs, str):  # "auto"
         max_epochs = auto_max_epochs(n_samples, estimator.batch_size)
+    warp = estimator.warp
+    if warp == "auto":
+        warp = None if classic else auto_warp(spatial_size, estimator.noise)
+    warp_epochs = max(1, math.floor(estimator.warp_fraction * max_epochs))
     filters = tuple(filters)
     return Resolved(
         filters=filters,
@@ -90,6 +110,8 @@ def resolve(estimator, spatial_size: tuple[int, ...], n_values: int, n_samples: 
         latent_dim=latent_dim,
         loss=loss,
         max_epochs=max_epochs,
+        warp=warp,
+        warp_epochs=warp_epochs,
         batch_norm=not classic,
         standardize_code=not classic and not estimator.variational,
     )

@@ -35,6 +35,7 @@ from ._inference_network import InferenceNetwork
 from ._noise import corrupt
 from ._random import DrawingFrom, stream_generator
 from ._transfer import HostTransfers
+from ._warp import random_affine
 
 # None: inference batch sizes are measured per device and model (see _batch_size.py);
 # an int forces that size everywhere.
@@ -60,10 +61,17 @@ class AutoencoderNet(NeuralNet):
         slower on the CPU, and compiling costs more than a short fit gains.
     seed : int, default=0
         Seed of the fit's random streams: initial weights, shuffling order, input
-        noise and latent sampling each draw from their own generator, never from
-        torch's global one (see ``skconvae._random``).
+        warps and noise, and latent sampling each draw from their own generator,
+        never from torch's global one (see ``skconvae._random``).
     precision : {"float32", "bfloat16"}, default="float32"
         ``"bfloat16"`` runs the network under autocast (mixed precision).
+    warp : {"affine"} or None, default=None
+        Warp of training inputs (the targets stay as they are): each image of a
+        training batch under its own small random affine warp (see
+        ``skconvae._warp``), before any ``noise``. Only for 2-D images.
+    warp_epochs : int or None, default=None
+        Number of epochs of each fit, from its first, whose inputs are warped;
+        ``None``: every epoch.
     noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
         Corruption of training inputs (the targets stay clean): denoising training.
     noise_level : float, default=0.0
@@ -129,6 +137,8 @@ class AutoencoderNet(NeuralNet):
         *args,
         seed: int = 0,
         precision: str = "float32",
+        warp: str | None = None,
+        warp_epochs: int | None = None,
         noise: str | None = None,
         noise_level: float = 0.0,
         noise_bounds: tuple[float, float] = (0.0, 1.0),
@@ -139,6 +149,8 @@ class AutoencoderNet(NeuralNet):
         super().__init__(*args, **kwargs)
         self.seed = seed
         self.precision = precision
+        self.warp = warp
+        self.warp_epochs = warp_epochs
         self.noise = noise
         self.noise_level = noise_level
         self.noise_bounds = noise_bounds
@@ -249,6 +261,9 @@ class AutoencoderNet(NeuralNet):
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         epochs_before = len(self.history)
         self._draws = stream_generator(self.seed, "noise", torch.device(self.device))
+        # Epochs are numbered in the history from 1: this fit's first is epochs_before + 1.
+        last = math.inf if self.warp_epochs is None else epochs_before + self.warp_epochs
+        self._last_warped_epoch = last if self.warp is not None else 0
         try:
             with data_parallel(self), task_threads(), self._batch_memory():
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
@@ -272,6 +287,7 @@ class AutoencoderNet(NeuralNet):
             raise
         finally:
             del self._draws  # a generator neither pickles nor deep-copies
+            del self._last_warped_epoch
             # Fused Adam changes weights without counting it in their versions.
             self._inference_network.invalidate()
 
@@ -410,6 +426,8 @@ class AutoencoderNet(NeuralNet):
         images, targets = batch
         x = self._to_network(images)
         target = x if targets is None else self._target_to_network(targets)
+        if training and len(self.history) <= self._last_warped_epoch:
+            x = random_affine(x, generator=self._draws)
         if training and self.noise is not None:
             x = corrupt(x, self.noise, self.noise_level, *self.noise_bounds, generator=self._draws)
         if getattr(self.module_, "variational", False):

@@ -1,6 +1,6 @@
 """Safe persistence: a fitted estimator as one safetensors file, loaded without pickle.
 
-File format, version 2 (``FORMAT_VERSION``): one `safetensors
+File format, version 3 (``FORMAT_VERSION``): one `safetensors
 <https://huggingface.co/docs/safetensors>`_ file holding
 
 - the network weights as tensors named ``"<attribute>.<state_dict key>"``
@@ -64,9 +64,10 @@ from ._layout import ImageLayout
 from ._net import _PRECISIONS, AutoencoderNet
 from ._noise import NOISE_KINDS
 from ._utils import resolve_device
+from ._warp import WARP_KINDS
 
 FORMAT = "skconvae-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _DOCUMENT_KEY = "skconvae"
 _DIGEST_KEY = "skconvae.sha256"
@@ -101,9 +102,10 @@ _KINDS = {
     "strings": lambda v: isinstance(v, np.ndarray) and v.dtype == object,
     "mixture": lambda v: v is None or isinstance(v, GaussianMixture),
     "config": lambda v: isinstance(v, dict),
+    "warp": lambda v: v is None or v in WARP_KINDS,
 }
 
-# The fitted attributes of each estimator in the file, format version 1: name ->
+# The fitted attributes of each estimator in the file, format version 3: name ->
 # (kind, required). Nothing else is written or read. A new fitted attribute goes
 # here, with a new FORMAT_VERSION (and a reader of the older versions).
 FITTED_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
@@ -117,6 +119,7 @@ FITTED_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "latent_dim_": ("optional_count", True),
         "loss_": ("str", True),
         "max_epochs_": ("count", True),
+        "warp_": ("warp", True),
         "data_min_": ("array", True),
         "data_max_": ("array", True),
         "device_": ("str", True),
@@ -355,7 +358,7 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> BaseEstimator
             f"{document.get('skconvae_version')}); this skconvae reads format version "
             f"{FORMAT_VERSION} and older. Upgrade skconvae to load it."
         )
-    if document["format_version"] < FORMAT_VERSION:
+    if document["format_version"] < 2:
         # Version 1 was only ever written by development versions, before the "auto"
         # network and partial_fit added fitted attributes; there is no reader for it.
         raise ModelFileError(
@@ -368,6 +371,8 @@ def load(path: str | os.PathLike, *, device: str | None = None) -> BaseEstimator
             f"{path} failed its integrity check (SHA-256 of the document and the weights): it "
             "was corrupted or modified after it was saved. Save the model again from its source."
         )
+    if document["format_version"] == 2:
+        _read_version_2(document)
     fitted = document.get("fitted")
     saved_device = fitted.get("device_") if isinstance(fitted, dict) else None
     target = resolve_device(device) if device is not None else _available_device(saved_device)
@@ -447,6 +452,16 @@ def _parse_document(path: pathlib.Path, text: str) -> dict:
     if type(version) is not int or version < 1:
         raise ModelFileError(f"{path} has an invalid format version: {version!r}.")
     return document
+
+
+def _read_version_2(document: dict) -> None:
+    """Read a version 2 document as version 3: version 2 predates ``warp``, so its
+    transformers trained on their images as they are (``warp=None``)."""
+    params, fitted = document.get("params"), document.get("fitted")
+    if document.get("estimator") == "ConvAutoencoderTransformer" and isinstance(params, dict):
+        params.setdefault("warp", None)
+        if isinstance(fitted, dict):
+            fitted.setdefault("warp_", None)
 
 
 def _digest(text: str, tensors: dict[str, np.ndarray]) -> str:
@@ -921,6 +936,8 @@ def _check_net_settings(settings: dict) -> None:
     checks = {
         "seed": lambda v: type(v) is int,
         "precision": lambda v: v in _PRECISIONS,
+        "warp": lambda v: v is None or v in WARP_KINDS,
+        "warp_epochs": lambda v: v is None or (type(v) is int and v >= 1),
         "noise": lambda v: v is None or v in NOISE_KINDS,
         "noise_level": lambda v: type(v) in (int, float) and v >= 0,
         "kl_weight": lambda v: type(v) in (int, float) and v >= 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -44,6 +45,7 @@ from ._scaling import (
 )
 from ._sources import load_training_images
 from ._utils import restore_on_error
+from ._warp import WARP_KINDS, check_warp
 
 # Mixture components of the code density behind ``sample`` (one per digit class on
 # MNIST-like data; more cost time and overfit small training sets).
@@ -72,12 +74,12 @@ class ConvAutoencoderTransformer(
 
     The defaults are meant to be used as they are: ``Pipeline([("ae",
     ConvAutoencoderTransformer()), ("clf", SVC())])`` beats an SVC on raw pixels
-    on MNIST (median accuracy 0.982 against 0.977 over three seeds, 8000 images
-    fit, 2000 held out) and is level with it on scikit-learn's 8x8 digits
-    (``benchmarks/bench_defaults.py``).
+    on MNIST (median accuracy 0.984 against 0.977 over three seeds, 8000 images
+    fit, 2000 held out) and on scikit-learn's 8x8 digits (0.990 against 0.987,
+    5-fold CV; ``benchmarks/bench_defaults.py``).
     Parameters set to ``"auto"`` are resolved at ``fit`` from the data's shape,
     by the rules written below; the values used are the fitted attributes
-    ``filters_``, ``latent_dim_``, ``loss_`` and ``max_epochs_``.
+    ``filters_``, ``latent_dim_``, ``loss_``, ``max_epochs_`` and ``warp_``.
     ``architecture="classic"`` selects the classic conv autoencoder instead.
 
     Parameters
@@ -135,6 +137,31 @@ class ConvAutoencoderTransformer(
         warning). ``None``: ``fit`` uses each channel's minimum and maximum; the
         first ``partial_fit`` call uses the full range of 8- and 16-bit integer
         dtypes (0..255 for uint8), else its chunk's extremes.
+    warp : {"auto", "affine"} or None, default="auto"
+        Warp the training inputs, never the targets, in the first
+        ``warp_fraction`` of the epochs: ``"affine"`` rotates (up to 10 degrees
+        either way), zooms (up to 10% in or out) and shifts (up to one pixel along
+        each axis) each image of those epochs' batches at random, and the network
+        learns to reconstruct the image as it was. Its codes then change less
+        under such small variations of an image, which helps a classifier on
+        them (``benchmarks/bench_defaults.py``: on MNIST, 0.002 more accuracy
+        for the default pipeline on average over five splits of 8000 fit and
+        2000 scored, between 0.0005 and 0.004 on each). ``transform`` and
+        the other inference methods never warp; neither does ``partial_fit``,
+        which cannot tell the first passes from the last. 2-D images only.
+        ``"auto"``: ``"affine"`` with ``architecture="auto"``, ``noise=None`` and
+        2-D images whose smaller side has 16 pixels or more, else ``None``: 1-D
+        signals, small images such as 8x8 digits, denoising (whose
+        reconstructions must stay where the image is) and the classic network
+        train on the images as they are. The value used is ``warp_``.
+    warp_fraction : float, default=0.25
+        Share of the epochs of each ``fit``, from the first, whose inputs are
+        warped (``floor(warp_fraction * max_epochs)``, at least one); the later
+        epochs train on the images as they are, so that reconstructions stay
+        faithful. ``1.0`` warps every epoch: codes change least under warps,
+        and reconstructions lose most (on MNIST the held-out reconstruction
+        error tripled, against 5% more at ``0.25``; the accuracy gain above
+        grew to 0.006).
     noise : {"gaussian", "salt_pepper", "mask"} or None, default=None
         Denoising training: corrupt the training inputs (never the targets, which
         stay the clean images) with Gaussian noise of standard deviation
@@ -204,10 +231,10 @@ class ConvAutoencoderTransformer(
         Continue training the fitted network on the next ``fit`` instead of
         starting afresh (when the image geometry is unchanged). Training
         parameters changed with ``set_params`` in between (``lr``,
-        ``max_epochs``, ``batch_size``, ``optimizer``, ``callbacks``, early
-        stopping) apply to the continued training; the optimizer's state carries
-        over unless ``optimizer`` changed. The network's architecture, scaling and
-        device stay those of the first fit.
+        ``max_epochs``, ``batch_size``, ``optimizer``, ``warp``, ``warp_fraction``,
+        ``callbacks``, early stopping) apply to the continued training; the
+        optimizer's state carries over unless ``optimizer`` changed. The network's
+        architecture, scaling and device stay those of the first fit.
     distributed : {"auto", True, False}, default="auto"
         Data-parallel training across the processes of a ``torchrun`` launch
         (``torchrun --nproc_per_node=N script.py``): ``"auto"`` trains
@@ -235,6 +262,8 @@ class ConvAutoencoderTransformer(
         The reconstruction loss used.
     max_epochs_ : int
         The number of epochs of the last ``fit`` (``max_epochs`` resolved).
+    warp_ : {"affine"} or None
+        The warp of the training inputs of the last ``fit`` (``warp`` resolved).
     data_min_, data_max_ : ndarray of shape (channels,)
         Per-channel range that ``scaling`` maps from: the training data's extremes,
         or ``data_range``, or the rule of the first ``partial_fit`` call.
@@ -277,6 +306,8 @@ class ConvAutoencoderTransformer(
         "lr_schedule": [StrOptions({"cosine", "constant"})],
         "scaling": [None, StrOptions({"minmax", "symmetric"})],
         "data_range": [None, tuple, list],
+        "warp": [None, StrOptions({"auto", *WARP_KINDS})],
+        "warp_fraction": [Interval(Real, 0, 1, closed="right")],
         "noise": [None, StrOptions(set(NOISE_KINDS))],
         "noise_level": [Interval(Real, 0, None, closed="left")],
         "variational": ["boolean"],
@@ -295,6 +326,8 @@ class ConvAutoencoderTransformer(
         loss="auto",
         scaling="minmax",
         data_range=None,
+        warp="auto",
+        warp_fraction=0.25,
         noise=None,
         noise_level=0.2,
         variational=False,
@@ -325,6 +358,8 @@ class ConvAutoencoderTransformer(
         self.loss = loss
         self.scaling = scaling
         self.data_range = data_range
+        self.warp = warp
+        self.warp_fraction = warp_fraction
         self.noise = noise
         self.noise_level = noise_level
         self.variational = variational
@@ -429,6 +464,9 @@ class ConvAutoencoderTransformer(
         auto = resolve(self, network_input_size(layout), layout.n_features, len(data.data))
         filters = check_filters(auto.filters)
         self._check_generative_params(auto.latent_dim)
+        check_warp(auto.warp, network_input_size(layout))
+        if incremental:  # partial_fit: one pass per call, with no last passes to spare
+            auto = dataclasses.replace(auto, warp=None)
         dtype = data.dtype if incremental else np.float64  # floats: the data's own range
         data_min, data_max = incremental_range(dtype, stats.min, stats.max, data_range)
         if warn_out_of_range("X", data_min, data_max, stats, _RANGE_FIX):
@@ -442,6 +480,7 @@ class ConvAutoencoderTransformer(
         with cuda_autotune(device.startswith("cuda")):
             if continuing:
                 net = continue_training(self.net_, self, seed, auto.max_epochs)
+                net.warp, net.warp_epochs = auto.warp, auto.warp_epochs
             else:
                 net = self._build_net(layout, filters, auto, scaling, stats.mean, device, seed)
                 if incremental:
@@ -457,6 +496,7 @@ class ConvAutoencoderTransformer(
         module = net.module_
         self.latent_dim_ = module.latent_dim
         self.max_epochs_ = auto.max_epochs
+        self.warp_ = auto.warp
         self.code_shape_ = (
             (module.latent_dim,) if module.latent_dim else tuple(module.conv_code_shape)
         )
@@ -545,6 +585,8 @@ class ConvAutoencoderTransformer(
             criterion__loss=auto.loss,
             criterion__output_activation=scaling.activation,
             **skorch_training_kwargs(self, device, seed, auto.max_epochs),
+            warp=auto.warp,
+            warp_epochs=auto.warp_epochs,
             noise=self.noise,
             noise_level=self.noise_level,
             noise_bounds=scaling.bounds,

@@ -157,7 +157,7 @@ def test_file_is_plain_safetensors_with_a_versioned_json_document(fitted, model_
     assert set(metadata) == {"skconvae", "skconvae.sha256"}
     document = json.loads(metadata["skconvae"])
     assert document["format"] == "skconvae-model"
-    assert document["format_version"] == _persistence.FORMAT_VERSION == 2
+    assert document["format_version"] == _persistence.FORMAT_VERSION == 3
     assert document["estimator"] == "ConvAutoencoderTransformer"
     assert document["skconvae_version"] == skconvae.__version__
     assert document["params"]["latent_dim"] == 8
@@ -320,8 +320,8 @@ TAMPERED = [
     ("weight shape", None, _swap_weight, r"float32 of shape \(7,\), but .* shape \(4,\)"),
     ("extra tensor", None, lambda t: t.update(extra=np.zeros(2)), "nothing refers to: \\['extra'"),
     ("missing tensor", None, lambda t: t.pop("data_min_"), "missing tensor 'data_min_'"),
-    ("newer version", _set(("format_version",), 3), None,
-     "format version 3 .* reads format version 2 and older. Upgrade skconvae"),
+    ("newer version", _set(("format_version",), 4), None,
+     "format version 4 .* reads format version 3 and older. Upgrade skconvae"),
     ("development version", _set(("format_version",), 1), None,
      "format version 1 by a development version .* Fit the model again"),
     ("format", _set(("format",), "other"), None, "not a skconvae model file"),
@@ -338,6 +338,25 @@ def test_tampered_files_are_refused_even_with_a_valid_digest(
     with pytest.raises(ModelFileError, match=match) as caught:
         skconvae.load(forged)
     assert isinstance(caught.value, SkconvaeError) and isinstance(caught.value, ValueError)
+
+
+def test_version_2_files_load_as_trained_without_warps(mnist, tmp_path):
+    # Version 2 predates warp: a transformer saved then trained on its images as they are.
+    images, _ = mnist
+    original = ConvAutoencoderTransformer(**FAST, latent_dim=8).fit(images[:100])
+    assert original.warp_ == "affine"
+    original.save(tmp_path / "now.safetensors")
+
+    def as_version_2(document):
+        document["format_version"] = 2
+        del document["params"]["warp"], document["fitted"]["warp_"]
+        net_kwargs = document["fitted"]["net_"]["__net__"]["net_kwargs"]
+        del net_kwargs.get("__dict__", net_kwargs)["warp"]
+
+    old = _rewrite(tmp_path / "now.safetensors", tmp_path / "v2.safetensors", as_version_2)
+    loaded = skconvae.load(old)
+    assert loaded.warp is None and loaded.warp_ is None and loaded.net_.warp is None
+    np.testing.assert_array_equal(loaded.transform(images[:5]), original.transform(images[:5]))
 
 
 def test_edits_without_a_new_digest_fail_the_integrity_check(model_file, tmp_path):
@@ -586,6 +605,18 @@ FROZEN_SCHEMAS = {
             "net_", "code_density_", "_layout", "image_shape_", "code_shape_", "filters_",
             "latent_dim_", "loss_", "max_epochs_", "data_min_", "data_max_", "device_",
             "n_features_in_", "feature_names_in_", "_sklearn_output_config",
+        },
+        "ConvAutoencoderRegressor": {
+            "net_", "_layout", "_target_layout", "image_shape_", "target_shape_", "scale_",
+            "target_min_", "target_max_", "input_min_", "input_max_", "device_",
+            "n_features_in_", "feature_names_in_", "_sklearn_output_config",
+        },
+    },
+    3: {  # warp_ added
+        "ConvAutoencoderTransformer": {
+            "net_", "code_density_", "_layout", "image_shape_", "code_shape_", "filters_",
+            "latent_dim_", "loss_", "max_epochs_", "warp_", "data_min_", "data_max_",
+            "device_", "n_features_in_", "feature_names_in_", "_sklearn_output_config",
         },
         "ConvAutoencoderRegressor": {
             "net_", "_layout", "_target_layout", "image_shape_", "target_shape_", "scale_",

@@ -86,6 +86,7 @@ def main(out):
         batch_size=63,
         early_stopping=True,
         n_iter_no_change=1,
+        warp="affine",  # each process warps its part of a batch with warps of its own
         random_state=None,  # each process draws its own seed: fit must agree on one
         verbose=1,
         callbacks=[("count", CountSamples())],
