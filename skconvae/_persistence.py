@@ -936,8 +936,8 @@ def _check_net_settings(settings: dict) -> None:
     checks = {
         "seed": lambda v: type(v) is int,
         "precision": lambda v: v in _PRECISIONS,
-        "warp": lambda v: v is None or v in WARP_KINDS,
-        "warp_epochs": lambda v: v is None or (type(v) is int and v >= 1),
+        "warp": _KINDS["warp"],
+        "warp_epochs": _KINDS["optional_count"],
         "noise": lambda v: v is None or v in NOISE_KINDS,
         "noise_level": lambda v: type(v) in (int, float) and v >= 0,
         "kl_weight": lambda v: type(v) in (int, float) and v >= 0,

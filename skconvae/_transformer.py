@@ -461,10 +461,11 @@ class ConvAutoencoderTransformer(
         data_range = check_data_range(self.data_range)
         data = load_training_images(self, X, None, self.image_shape, self.channels)
         layout, stats = data.layout, data.stats
-        auto = resolve(self, network_input_size(layout), layout.n_features, len(data.data))
+        spatial_size = network_input_size(layout)
+        auto = resolve(self, spatial_size, layout.n_features, len(data.data))
         filters = check_filters(auto.filters)
         self._check_generative_params(auto.latent_dim)
-        check_warp(auto.warp, network_input_size(layout))
+        check_warp(auto.warp, spatial_size)
         if incremental:  # partial_fit: one pass per call, with no last passes to spare
             auto = dataclasses.replace(auto, warp=None)
         dtype = data.dtype if incremental else np.float64  # floats: the data's own range

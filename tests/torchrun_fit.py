@@ -149,6 +149,11 @@ def main(out):
     def shifted(net, *args, **kwargs):
         return encode(net, *args, **kwargs) + 1e-3 * rank
 
+    def small_fit():
+        return ConvAutoencoderTransformer(
+            filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
+        ).fit(X)
+
     # The code density's mixture is fitted by the first process alone.
     with (
         mock.patch.object(AutoencoderNet, "encode", shifted),
@@ -156,31 +161,25 @@ def main(out):
             GaussianMixture, "fit", autospec=True, side_effect=GaussianMixture.fit
         ) as mixture_fits,
     ):
-        encoded_apart = ConvAutoencoderTransformer(
-            filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
-        ).fit(X)
+        encoded_apart = small_fit()
     result["encoded_apart"] = {
         "weights": weights(encoded_apart),
         "density_means": encoded_apart.code_density_.means_,
         "mixture_fits": mixture_fits.call_count,
     }
 
-    # A mixture that fails on the first process fails the fit on every process.
-    with mock.patch.object(GaussianMixture, "fit", side_effect=ValueError("mixture failed")):
-        try:
-            ConvAutoencoderTransformer(
-                filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
-            ).fit(X)
-        except ValueError as exc:
-            result["mixture_error"] = str(exc)
-    # Even where the error cannot be pickled to be sent to the others.
-    with mock.patch.object(GaussianMixture, "fit", side_effect=HoldsALock("mixture failed")):
-        try:
-            ConvAutoencoderTransformer(
-                filters=(4, 2), latent_dim=4, max_epochs=1, batch_size=63, random_state=0
-            ).fit(X)
-        except RuntimeError as exc:
-            result["unpicklable_error"] = str(exc)
+    # A mixture that fails on the first process fails the fit on every process, even
+    # where its error cannot be pickled to be sent to the others (then by name).
+    failures = {
+        "mixture_error": (ValueError("mixture failed"), ValueError),
+        "unpicklable_error": (HoldsALock("mixture failed"), RuntimeError),
+    }
+    for key, (error, raised) in failures.items():
+        with mock.patch.object(GaussianMixture, "fit", side_effect=error):
+            try:
+                small_fit()
+            except raised as exc:
+                result[key] = str(exc)
 
     images = X.reshape(-1, 8, 8)[:200]
     regressor = ConvAutoencoderRegressor(
